@@ -1,0 +1,82 @@
+"""Grouped-query attention pieces: projections, masks, the attention itself, gated output.
+
+Shapes: q `[batch, seq, heads, head_dim]`, k/v `[batch, seq, kv_heads, head_dim]`, probabilities
+`[batch, heads, q_len, k_len]`. Query head `h` reads key/value head `h // group_size`, as in
+Hugging Face's `repeat_kv`. Gates act per *query* head on the head output, before `o_proj`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from headjax.model.config import ModelConfig
+from headjax.model.rope import apply_rotary
+
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def project_qkv(layer: dict, x: Float[Array, "batch seq d_model"],
+                cos: Float[Array, "batch seq head_dim"], sin: Float[Array, "batch seq head_dim"],
+                config: ModelConfig):
+    """Rotated queries `[b, s, heads, hd]` and keys, plain values `[b, s, kv_heads, hd]`."""
+    q = jnp.einsum("bsd,dhk->bshk", x, layer["q_proj"])
+    k = jnp.einsum("bsd,dhk->bshk", x, layer["k_proj"])
+    v = jnp.einsum("bsd,dhk->bshk", x, layer["v_proj"])
+    if config.qkv_bias:
+        q, k, v = q + layer["q_bias"], k + layer["k_bias"], v + layer["v_bias"]
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+
+def attention_mask(q_positions: Int[Array, "batch q"], k_positions: Int[Array, "batch k"],
+                   q_segments: Int[Array, "batch q"], k_segments: Int[Array, "batch k"]
+                   ) -> Bool[Array, "batch q k"]:
+    """True where query i may attend key j: same segment and j not after i.
+
+    `*_positions` here are slot indices in the sequence (or cache), not RoPE positions, so that
+    packed segments stay causal. Segment id 0 marks padding; padding attends only to padding.
+    """
+    causal = k_positions[:, None, :] <= q_positions[:, :, None]
+    same_segment = q_segments[:, :, None] == k_segments[:, None, :]
+    return causal & same_segment
+
+
+def attend(q: Float[Array, "batch q heads head_dim"], k: Float[Array, "batch k kv_heads head_dim"],
+           v: Float[Array, "batch k kv_heads head_dim"], mask: Bool[Array, "batch q k"],
+           config: ModelConfig, *, return_probs: bool = False):
+    """Softmax attention (f32 softmax). Returns (out `[b, q, heads, hd]`, probs or None).
+
+    With `config.attention_impl == "fused"` and no probabilities requested, runs
+    `jax.nn.dot_product_attention` (cuDNN/flash on GPU); otherwise an explicit einsum path.
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    if config.attention_impl == "fused" and not return_probs:
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :],
+                                           scale=head_dim ** -0.5)
+        return out, None
+    kv_heads = k.shape[2]
+    q = q.reshape(batch, q_len, kv_heads, num_heads // kv_heads, head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (head_dim ** -0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    out = out.reshape(batch, q_len, num_heads, head_dim)
+    probs = probs.reshape(batch, num_heads, q_len, -1) if return_probs else None
+    return out, probs
+
+
+def gated_output(layer: dict, heads_out: Float[Array, "batch seq heads head_dim"],
+                 gate: Float[Array, "heads"] | Float[Array, "batch heads"] | None
+                 ) -> Float[Array, "batch seq d_model"]:
+    """Scale each head's output by its gate, then apply `o_proj` (`[heads, hd, d_model]`).
+
+    `gate` is `[heads]` (shared by the batch) or `[batch, heads]` (one gate set per sample, so
+    that one backward pass yields per-sample gate gradients). None skips the multiply.
+    """
+    if gate is not None:
+        gate = gate.astype(heads_out.dtype)
+        gate = gate[None, None, :, None] if gate.ndim == 1 else gate[:, None, :, None]
+        heads_out = heads_out * gate
+    return jnp.einsum("bshk,hkd->bsd", heads_out, layer["o_proj"])

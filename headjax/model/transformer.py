@@ -1,0 +1,209 @@
+"""The decoder-only transformer as pure functions over a nested dict of arrays.
+
+Canonical parameter tree (layers stacked on a leading `layers` axis, see `param_axes`):
+
+    embed        [vocab, d_model]
+    layers/
+      attn_norm  [layers, d_model]
+      q_proj     [layers, d_model, heads, head_dim]      q_bias [layers, heads, head_dim]
+      k_proj     [layers, d_model, kv_heads, head_dim]   k_bias [layers, kv_heads, head_dim]
+      v_proj     [layers, d_model, kv_heads, head_dim]   v_bias [layers, kv_heads, head_dim]
+      o_proj     [layers, heads, head_dim, d_model]
+      mlp_norm   [layers, d_model]
+      gate_proj  [layers, d_model, ffn]   up_proj [layers, d_model, ffn]
+      down_proj  [layers, ffn, d_model]
+    final_norm   [d_model]
+    lm_head      [d_model, vocab]          (absent when embeddings are tied)
+
+Biases exist only when `config.qkv_bias`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from headjax.model import attention
+from headjax.model.config import ModelConfig
+from headjax.model.norms import rms_norm
+from headjax.model.rope import rotary_tables
+
+Params = dict
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def param_axes(config: ModelConfig) -> dict:
+    """Logical axis names of every parameter dimension, as a tree shaped like the params."""
+    layers = {
+        "attn_norm": ("layers", "norm"),
+        "q_proj": ("layers", "embed", "heads", "head_dim"),
+        "k_proj": ("layers", "embed", "kv_heads", "head_dim"),
+        "v_proj": ("layers", "embed", "kv_heads", "head_dim"),
+        "o_proj": ("layers", "heads", "head_dim", "embed"),
+        "mlp_norm": ("layers", "norm"),
+        "gate_proj": ("layers", "embed", "mlp"),
+        "up_proj": ("layers", "embed", "mlp"),
+        "down_proj": ("layers", "mlp", "embed"),
+    }
+    if config.qkv_bias:
+        layers.update(q_bias=("layers", "heads", "head_dim"),
+                      k_bias=("layers", "kv_heads", "head_dim"),
+                      v_bias=("layers", "kv_heads", "head_dim"))
+    axes = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
+    if not config.tie_embeddings:
+        axes["lm_head"] = ("embed", "vocab")
+    return axes
+
+
+def param_shapes(config: ModelConfig) -> dict:
+    """Shape of every parameter, as a tree shaped like the params."""
+    sizes = {"layers": config.num_layers, "embed": config.d_model, "norm": config.d_model,
+             "heads": config.num_heads, "kv_heads": config.num_kv_heads,
+             "head_dim": config.head_dim, "mlp": config.ffn_dim, "vocab": config.vocab_size}
+    return jax.tree.map(lambda names: tuple(sizes[n] for n in names), param_axes(config),
+                        is_leaf=lambda x: isinstance(x, tuple))
+
+
+def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
+    """Random parameters: N(0, std) matrices, unit norm scales, zero biases."""
+    shapes = param_shapes(config)
+    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    paths = [jax.tree_util.keystr(p) for p, _ in
+             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
+    keys = jax.random.split(key, len(leaves))
+    dtype = jnp.dtype(config.param_dtype)
+
+    def make(path: str, shape: tuple, k: jax.Array) -> jax.Array:
+        if "norm" in path:
+            return jnp.ones(shape, dtype)
+        if "bias" in path:
+            return jnp.zeros(shape, dtype)
+        return (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
+
+    return jax.tree.unflatten(treedef, [make(p, s, k) for p, s, k in zip(paths, leaves, keys)])
+
+
+class ForwardOutput(NamedTuple):
+    """What `forward` returns.
+
+    logits: f32[batch, seq, vocab].
+    attention: f32[batch, layers, heads, q, k] post-softmax probabilities, or None.
+    head_outputs: [batch, layers, seq, heads, head_dim] per-head attention outputs before the
+      gate and `o_proj` (TransformerLens' `z`), or None.
+    """
+
+    logits: Float[Array, "batch seq vocab"]
+    attention: Float[Array, "batch layers heads q k"] | None = None
+    head_outputs: Float[Array, "batch layers seq heads head_dim"] | None = None
+
+
+def embed_tokens(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
+                 ) -> Float[Array, "batch seq d_model"]:
+    """Token embeddings in the compute dtype."""
+    return params["embed"].astype(config.dtype)[tokens]
+
+
+def unembed(params: Params, x: Float[Array, "batch seq d_model"], config: ModelConfig
+            ) -> Float[Array, "batch seq vocab"]:
+    """Final RMSNorm, then the (tied or untied) output projection; logits in float32."""
+    x = rms_norm(x, params["final_norm"], config.norm_eps)
+    if config.tie_embeddings:
+        weight = params["embed"].astype(x.dtype)
+        return jnp.einsum("bsd,vd->bsv", x, weight, preferred_element_type=jnp.float32)
+    weight = params["lm_head"].astype(x.dtype)
+    return jnp.einsum("bsd,dv->bsv", x, weight, preferred_element_type=jnp.float32)
+
+
+def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig
+        ) -> Float[Array, "batch seq d_model"]:
+    """Gated MLP: down(act(gate(x)) * up(x))."""
+    hidden = _ACTIVATIONS[config.activation](x @ layer["gate_proj"]) * (x @ layer["up_proj"])
+    return hidden @ layer["down_proj"]
+
+
+def decoder_layer(layer: dict, x, gate, cos, sin, mask, config: ModelConfig, *,
+                  return_attention: bool, return_head_outputs: bool):
+    """One pre-norm block on `x` `[b, s, d]`. Returns (x, (probs | None, z | None))."""
+    h = rms_norm(x, layer["attn_norm"], config.norm_eps)
+    q, k, v = attention.project_qkv(layer, h, cos, sin, config)
+    z, probs = attention.attend(q, k, v, mask, config, return_probs=return_attention)
+    x = x + attention.gated_output(layer, z, gate)
+    x = x + mlp(layer, rms_norm(x, layer["mlp_norm"], config.norm_eps), config)
+    return x, (probs, z if return_head_outputs else None)
+
+
+def cast_params(params: Params, config: ModelConfig) -> Params:
+    """Parameters in the compute dtype (norm scales included; norms compute in f32 anyway)."""
+    dtype = jnp.dtype(config.dtype)
+    return jax.tree.map(lambda p: p.astype(dtype) if p.dtype != dtype else p, params)
+
+
+def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig, *,
+            gates: Float[Array, "layers heads"] | Float[Array, "batch layers heads"] | None = None,
+            positions: Int[Array, "batch seq"] | None = None,
+            segment_ids: Int[Array, "batch seq"] | None = None,
+            return_attention: bool = False,
+            return_head_outputs: bool = False) -> ForwardOutput:
+    """Run the model on `tokens` `[batch, seq]`.
+
+    Args:
+      gates: per-query-head multipliers on each head's output before `o_proj`; `[layers, heads]`
+        shared across the batch or `[batch, layers, heads]` per sample. None (or all ones) is the
+        plain model, bit for bit.
+      positions: RoPE positions; default 0..seq-1 in every row.
+      segment_ids: packing/padding ids; attention stays within a segment, 0 marks padding.
+        Default: all ones (a single causal sequence per row).
+      return_attention: also return post-softmax probabilities (forces the einsum path).
+      return_head_outputs: also return per-head outputs `z`.
+    """
+    batch, seq = tokens.shape
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+    if segment_ids is None:
+        segment_ids = jnp.ones((batch, seq), jnp.int32)
+    if gates is not None:
+        expected = {(config.num_layers, config.num_heads),
+                    (batch, config.num_layers, config.num_heads)}
+        if gates.shape not in expected:
+            raise ValueError(f"gates: shape {gates.shape} is neither [layers, heads] = "
+                             f"{(config.num_layers, config.num_heads)} nor [batch, layers, heads]")
+        layer_gates = gates if gates.ndim == 2 else jnp.swapaxes(gates, 0, 1)
+    params = cast_params(params, config)
+    slots = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+    mask = attention.attention_mask(slots, slots, segment_ids, segment_ids)
+    cos, sin = rotary_tables(positions, config)
+    x = embed_tokens(params, tokens, config)
+
+    def body(x, scanned):
+        layer, gate = scanned
+        return decoder_layer(layer, x, gate, cos, sin, mask, config,
+                             return_attention=return_attention,
+                             return_head_outputs=return_head_outputs)
+
+    if config.remat != "none":
+        body = jax.checkpoint(body, policy=None if config.remat == "full"
+                              else jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
+    scanned = (params["layers"], layer_gates if gates is not None else None)
+    if config.scan_layers:
+        x, (probs, z) = jax.lax.scan(body, x, scanned)
+    else:
+        outs = []
+        for i in range(config.num_layers):
+            x, out = body(x, jax.tree.map(lambda a, i=i: a[i], scanned))
+            outs.append(out)
+        probs, z = jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs else (None, None)
+    logits = unembed(params, x, config)
+    return ForwardOutput(
+        logits=logits,
+        attention=jnp.swapaxes(probs, 0, 1) if return_attention else None,
+        head_outputs=jnp.swapaxes(z, 0, 1) if return_head_outputs else None,
+    )
