@@ -45,7 +45,7 @@ def attention_mask(q_positions: Int[Array, "batch q"], k_positions: Int[Array, "
 def attend(q: Float[Array, "batch q heads head_dim"], k: Float[Array, "batch k kv_heads head_dim"],
            v: Float[Array, "batch k kv_heads head_dim"], mask: Bool[Array, "batch q k"],
            config: ModelConfig, *, return_probs: bool = False):
-    """Softmax attention (f32 softmax). Returns (out `[b, q, heads, hd]`, probs or None).
+    """Softmax attention (softmax in >= f32). Returns (out `[b, q, heads, hd]`, probs or None).
 
     With `config.attention_impl == "fused"` and no probabilities requested, runs
     `jax.nn.dot_product_attention` (cuDNN/flash on GPU); otherwise an explicit einsum path.
@@ -57,7 +57,8 @@ def attend(q: Float[Array, "batch q heads head_dim"], k: Float[Array, "batch k k
         return out, None
     kv_heads = k.shape[2]
     q = q.reshape(batch, q_len, kv_heads, num_heads // kv_heads, head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+                        preferred_element_type=jnp.promote_types(q.dtype, jnp.float32))
     scores = scores * (head_dim ** -0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1)

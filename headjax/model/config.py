@@ -7,6 +7,8 @@ from typing import Any
 
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 ROPE_SCALINGS = (None, "linear", "llama3")
+# float64 needs `jax_enable_x64` and exists for numerical checks (finite differences).
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,8 @@ class ModelConfig:
       activation: MLP activation ("silu" for SwiGLU).
       qkv_bias: q/k/v projections carry biases (Qwen2).
       max_position_embeddings: longest supported sequence (informational, used by export).
-      dtype: compute dtype name ("float32" or "bfloat16"); softmax and logits stay float32.
+      dtype: compute dtype name ("float32", "bfloat16", ...); norms, softmax and logits are
+        computed in at least float32.
       param_dtype: storage dtype of parameters created by `init`.
       scan_layers: run the stacked layers with `jax.lax.scan` (fast compile) instead of unrolling.
       remat: rematerialise each layer in the backward pass ("none", "full", "dots").
@@ -89,9 +92,9 @@ class ModelConfig:
             fail("activation", f"{self.activation!r} not in {ACTIVATIONS}")
         if self.rope_scaling.kind not in ROPE_SCALINGS:
             fail("rope_scaling", f"kind {self.rope_scaling.kind!r} not in {ROPE_SCALINGS}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            fail("dtype", f"unsupported compute dtype {self.dtype!r}")
-        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+        if self.dtype not in DTYPES:
+            fail("dtype", f"unsupported compute dtype {self.dtype!r}, expected one of {DTYPES}")
+        if self.param_dtype not in DTYPES:
             fail("param_dtype", f"unsupported parameter dtype {self.param_dtype!r}")
         if self.remat not in ("none", "full", "dots"):
             fail("remat", f"{self.remat!r} not in ('none', 'full', 'dots')")

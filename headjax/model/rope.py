@@ -35,6 +35,7 @@ def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig
     inv_freq = jnp.asarray(inverse_frequencies(config.head_dim, config.rope_theta,
                                                config.rope_scaling))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    angles = angles.astype(jnp.promote_types(config.dtype, jnp.float32))
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -42,9 +43,9 @@ def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig
 def apply_rotary(x: Float[Array, "batch seq heads head_dim"],
                  cos: Float[Array, "batch seq head_dim"],
                  sin: Float[Array, "batch seq head_dim"]) -> Float[Array, "batch seq heads head_dim"]:
-    """Rotate each head of `x` by its position's angles (computed in f32, returned in x.dtype)."""
+    """Rotate each head of `x` by its position's angles (computed in >= f32, returned in x.dtype)."""
     half = x.shape[-1] // 2
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
     out = x32 * cos[:, :, None, :] + rotated * sin[:, :, None, :]
     return out.astype(x.dtype)

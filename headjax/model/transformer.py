@@ -106,21 +106,23 @@ class ForwardOutput(NamedTuple):
     head_outputs: Float[Array, "batch layers seq heads head_dim"] | None = None
 
 
-def embed_tokens(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
+def embed_tokens(params: Params, tokens: Int[Array, "batch seq"]
                  ) -> Float[Array, "batch seq d_model"]:
-    """Token embeddings in the compute dtype."""
-    return params["embed"].astype(config.dtype)[tokens]
+    """Token embeddings (`params` already in the compute dtype, see `cast_params`)."""
+    return params["embed"][tokens]
 
 
 def unembed(params: Params, x: Float[Array, "batch seq d_model"], config: ModelConfig
             ) -> Float[Array, "batch seq vocab"]:
-    """Final RMSNorm, then the (tied or untied) output projection; logits in float32."""
+    """Final RMSNorm, then the (tied or untied) output projection; logits in >= float32.
+
+    `params` are already in the compute dtype (see `cast_params`).
+    """
     x = rms_norm(x, params["final_norm"], config.norm_eps)
+    out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     if config.tie_embeddings:
-        weight = params["embed"].astype(x.dtype)
-        return jnp.einsum("bsd,vd->bsv", x, weight, preferred_element_type=jnp.float32)
-    weight = params["lm_head"].astype(x.dtype)
-    return jnp.einsum("bsd,dv->bsv", x, weight, preferred_element_type=jnp.float32)
+        return jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
+    return jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
 
 
 def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig
@@ -181,7 +183,7 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     slots = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
     mask = attention.attention_mask(slots, slots, segment_ids, segment_ids)
     cos, sin = rotary_tables(positions, config)
-    x = embed_tokens(params, tokens, config)
+    x = embed_tokens(params, tokens)
 
     def body(x, scanned):
         layer, gate = scanned
