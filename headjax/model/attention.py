@@ -69,7 +69,7 @@ def attend(q: Float[Array, "batch q heads head_dim"], k: Float[Array, "batch k k
 
 
 def gated_output(layer: dict, heads_out: Float[Array, "batch seq heads head_dim"],
-                 gate: Float[Array, "heads"] | Float[Array, "batch heads"] | None
+                 gate: Float[Array, " heads"] | Float[Array, "batch heads"] | None
                  ) -> Float[Array, "batch seq d_model"]:
     """Scale each head's output by its gate, then apply `o_proj` (`[heads, hd, d_model]`).
 

@@ -29,8 +29,11 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> np
     return inv_freq.astype(np.float32)
 
 
+RotaryTable = Float[Array, "batch seq head_dim"]
+
+
 def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig
-                  ) -> tuple[Float[Array, "batch seq head_dim"], Float[Array, "batch seq head_dim"]]:
+                  ) -> tuple[RotaryTable, RotaryTable]:
     """cos and sin tables f32[batch, seq, head_dim] for integer `positions`."""
     inv_freq = jnp.asarray(inverse_frequencies(config.head_dim, config.rope_theta,
                                                config.rope_scaling))
@@ -40,10 +43,9 @@ def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rotary(x: Float[Array, "batch seq heads head_dim"],
-                 cos: Float[Array, "batch seq head_dim"],
-                 sin: Float[Array, "batch seq head_dim"]) -> Float[Array, "batch seq heads head_dim"]:
-    """Rotate each head of `x` by its position's angles (computed in >= f32, returned in x.dtype)."""
+def apply_rotary(x: Float[Array, "batch seq heads head_dim"], cos: RotaryTable, sin: RotaryTable
+                 ) -> Float[Array, "batch seq heads head_dim"]:
+    """Rotate each head of `x` by its position's angles (in >= f32, returned in x.dtype)."""
     half = x.shape[-1] // 2
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)

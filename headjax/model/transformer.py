@@ -76,10 +76,9 @@ def param_shapes(config: ModelConfig) -> dict:
 def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
     """Random parameters: N(0, std) matrices, unit norm scales, zero biases."""
     shapes = param_shapes(config)
-    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    paths = [jax.tree_util.keystr(p) for p, _ in
-             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
-    keys = jax.random.split(key, len(leaves))
+    is_shape = lambda x: isinstance(x, tuple)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=is_shape)
+    keys = jax.random.split(key, len(with_paths))
     dtype = jnp.dtype(config.param_dtype)
 
     def make(path: str, shape: tuple, k: jax.Array) -> jax.Array:
@@ -89,7 +88,8 @@ def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
             return jnp.zeros(shape, dtype)
         return (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
 
-    return jax.tree.unflatten(treedef, [make(p, s, k) for p, s, k in zip(paths, leaves, keys)])
+    return jax.tree.unflatten(treedef, [make(jax.tree_util.keystr(path), shape, k)
+                                        for (path, shape), k in zip(with_paths, keys, strict=True)])
 
 
 class ForwardOutput(NamedTuple):
