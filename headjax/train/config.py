@@ -1,0 +1,170 @@
+"""The run configuration's schema (every section, with defaults) and its validation.
+
+`default_config()` is the schema: a config file starts from it and changes values. `validate`
+rejects unknown keys and values of the wrong type, naming the dotted key, and checks choices and
+ranges that would otherwise fail deep inside a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from headjax.model.config import DTYPES
+from headjax.parallel.distributed import MODES
+from headjax.parallel.rules import DEFAULT_RULES
+from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a run config may set, with its default."""
+    c = ml_collections.ConfigDict()
+    c.run_dir = "runs/default"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.pretrained = "smollm2-135m-instruct"  # known name, HF dir, .gguf file or checkpoint
+    c.model.dtype = "float32"  # compute dtype
+    c.model.param_dtype = "float32"  # storage dtype of the trained parameters
+    c.model.remat = "none"  # none | full | dots
+    c.model.attention_impl = "xla"  # xla | fused
+    c.model.scan_layers = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.tasks = ("basic_arithmetic",)
+    c.data.weights = ()  # mixture weights, one per task; empty = uniform
+    c.data.max_len = 128
+    c.data.packing = False
+    c.data.train_samples = 2000
+    c.data.eval_samples = 64
+    c.data.seed = 0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 100
+    c.train.batch_size = 16  # global batch (rows)
+    c.train.optimizer = "adamw"
+    c.train.lr = 1e-4
+    c.train.schedule = "cosine"  # cosine | linear | constant
+    c.train.warmup_steps = 10
+    c.train.end_lr_fraction = 0.0
+    c.train.weight_decay = 0.0
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.grad_clip = 1.0  # global norm; 0 disables
+    c.train.grad_accum = 1  # micro-batches per step
+    c.train.seed = 0
+    c.train.log_every = 1
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.rules = DEFAULT_RULES
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.mode = "auto"  # auto | on | off
+    c.distributed.coordinator_address = ""
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.dir = ""  # empty = run_dir/checkpoints
+    c.checkpoint.every = 50  # steps; 0 = only at the end
+    c.checkpoint.keep = 2
+    c.checkpoint.async_save = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 50  # steps; 0 = only before and after training
+    c.eval.tasks = ()  # empty = data.tasks
+    c.eval.samples = 64
+    c.eval.max_new_tokens = 16
+    c.eval.batch_size = 32
+
+    c.heads = ml_collections.ConfigDict()
+    c.heads.tasks = ()  # probe tasks; empty = data.tasks
+    c.heads.samples = 32
+    c.heads.batch_size = 16
+    c.heads.every = 50  # steps; 0 = only at step 0 and the final step
+    c.heads.loss_kind = "sample_mean"
+    return c
+
+
+CHOICES = {
+    "model.dtype": DTYPES,
+    "model.param_dtype": DTYPES,
+    "model.remat": ("none", "full", "dots"),
+    "model.attention_impl": ("xla", "fused"),
+    "train.optimizer": OPTIMIZERS,
+    "train.schedule": SCHEDULES,
+    "distributed.mode": MODES,
+    "heads.loss_kind": ("sample_mean", "batch_mean"),
+}
+POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_size", "train.lr",
+            "train.grad_accum", "train.log_every", "checkpoint.keep", "eval.samples",
+            "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size")
+NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
+                "checkpoint.every", "eval.every", "heads.every", "data.eval_samples")
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return isinstance(value, type(default))
+
+
+def _check_schema(config: Mapping, schema: Mapping, prefix: str) -> None:
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            raise ValueError(f"config.{name}: unknown key (known keys here: {sorted(schema)})")
+        default = schema[key]
+        if isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"config.{name}: expected a section, got {type(value).__name__}")
+            _check_schema(value, default, f"{name}.")
+        elif not _type_ok(value, default):
+            raise TypeError(f"config.{name}: expected {type(default).__name__}, got "
+                            f"{type(value).__name__} {value!r}")
+    missing = sorted(set(schema) - set(config))
+    if missing:
+        raise ValueError(f"config.{prefix}: missing keys {missing}")
+
+
+def _get(config: Mapping, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` unchanged if it matches the schema and its values make sense; otherwise raises
+    ValueError/TypeError naming the dotted key."""
+    _check_schema(config, default_config(), "")
+    for key, choices in CHOICES.items():
+        if _get(config, key) not in choices:
+            raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(choices)}")
+    for key in POSITIVE:
+        if _get(config, key) <= 0:
+            raise ValueError(f"config.{key}: must be > 0, got {_get(config, key)!r}")
+    for key in NON_NEGATIVE:
+        if _get(config, key) < 0:
+            raise ValueError(f"config.{key}: must be >= 0, got {_get(config, key)!r}")
+    if not config.data.tasks:
+        raise ValueError("config.data.tasks: name at least one task")
+    if config.data.weights and len(config.data.weights) != len(config.data.tasks):
+        raise ValueError(f"config.data.weights: {len(config.data.weights)} weights for "
+                         f"{len(config.data.tasks)} tasks")
+    if config.train.warmup_steps > config.train.steps:
+        raise ValueError(f"config.train.warmup_steps: {config.train.warmup_steps} exceeds "
+                         f"train.steps={config.train.steps}")
+    if config.train.batch_size % config.train.grad_accum:
+        raise ValueError(f"config.train.grad_accum: {config.train.grad_accum} does not divide "
+                         f"train.batch_size={config.train.batch_size}")
+    return config

@@ -1,0 +1,108 @@
+"""The training loop: steps, metrics, periodic evaluation, head patterns and checkpoints.
+
+Per step: next batch from a resumable iterator (anything with `__next__` and `state_dict()`),
+the jitted step, metrics to JSONL/TensorBoard and the progress bar. Every `checkpoint.every`
+steps the state and the iterator's `state_dict()` are saved; every `eval.every` steps accuracy per
+task is measured; every `heads.every` steps (and at step 0 and the final step) the head activation
+pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz`. A non-finite
+loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest checkpoint
+is the last good state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from tqdm.auto import tqdm
+
+from headjax.model.config import ModelConfig
+from headjax.train.checkpoint import Checkpointer
+from headjax.train.metrics import MetricsWriter
+from headjax.train.patterns import pattern_path, record_patterns
+from headjax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Hooks:
+    """Optional measurements during training.
+
+    evaluate: params -> {task: accuracy in [0, 1]}.
+    probes: {task: fixed list of probe batches} for head activation patterns.
+    """
+
+    evaluate: Callable[[Any], Mapping[str, float]] | None = None
+    probes: Mapping[str, Sequence[dict]] | None = None
+
+
+def _due(step: int, every: int, final: int) -> bool:
+    """Measure at step 0 (the base model), every `every` steps and at the final step."""
+    return step in (0, final) or (every > 0 and step % every == 0)
+
+
+def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state: TrainState,
+             step_fn: Callable, batches: Iterator[dict], put_batch: Callable[[dict], dict],
+             checkpointer: Checkpointer | None, hooks: Hooks | None = None) -> TrainState:
+    """Train from `state.step` to `config.train.steps`; returns the final state.
+
+    put_batch: numpy batch -> global device batch (see `headjax.parallel.global_batch`).
+    """
+    hooks = hooks or Hooks()
+    run_dir = Path(config.run_dir)
+    total = config.train.steps
+    first_process = jax.process_index() == 0
+    writer = MetricsWriter(run_dir, enabled=first_process)
+    start = int(state.step)
+
+    def measure(step: int, params: Any) -> None:
+        if hooks.evaluate is not None and _due(step, config.eval.every, total):
+            accuracy = hooks.evaluate(params)
+            writer.write(step, {f"eval/accuracy/{task}": acc for task, acc in accuracy.items()})
+            log.info("step %d accuracy %s", step, {t: round(a, 4) for t, a in accuracy.items()})
+        if hooks.probes and _due(step, config.heads.every, total):
+            record_patterns(params, hooks.probes, model_config, pattern_path(run_dir, step),
+                            loss_kind=config.heads.loss_kind, write=first_process)
+
+    if start == 0:
+        measure(0, state.params)
+    last_saved = checkpointer.steps()[-1] if checkpointer and checkpointer.steps() else None
+    progress = tqdm(total=total, initial=start, desc="train", disable=not first_process,
+                    dynamic_ncols=True)
+    for step in range(start + 1, total + 1):
+        state, metrics = step_fn(state, put_batch(next(batches)))
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+            writer.write(step, metrics)
+            writer.close()
+            if checkpointer is not None:
+                checkpointer.wait()
+            where = (f"the last good checkpoint is step {last_saved} in {checkpointer.directory}"
+                     if last_saved is not None else "no checkpoint was saved")
+            raise TrainingDivergedError(
+                f"loss is {metrics['loss']} at step {step} (lr {metrics['lr']:.3g}, grad norm "
+                f"{metrics['grad_norm']:.3g}); stopping: {where}")
+        if step % config.train.log_every == 0 or step == total:
+            writer.write(step, metrics)
+        progress.update(1)
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
+        if checkpointer is not None and _due(step, config.checkpoint.every, total):
+            checkpointer.save(step, state, {"data": batches.state_dict(), "step": step})
+            last_saved = step
+        measure(step, state.params)
+    progress.close()
+    if checkpointer is not None:
+        checkpointer.wait()
+    writer.close()
+    return state

@@ -1,0 +1,44 @@
+"""Metrics sinks: a JSONL file in the run directory and TensorBoard events when available."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsWriter:
+    """Append `{"step": s, **scalars}` lines to `run_dir/metrics.jsonl`; mirror them to
+    TensorBoard (`run_dir/tensorboard`) when tensorboardX is installed. No-op when disabled
+    (every process but the first, in a multi-process run)."""
+
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return
+        self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, step: int, scalars: dict[str, Any]) -> None:
+        """Record `scalars` (floats; non-finite values are written as strings) at `step`."""
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in scalars.items()}
+        record = {"step": step, **{k: v if math.isfinite(v) else str(v)
+                                   for k, v in values.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

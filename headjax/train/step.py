@@ -1,0 +1,96 @@
+"""The jitted SFT train step: answer-token cross-entropy, optional micro-batch accumulation.
+
+Gradient accumulation splits the batch into `grad_accum` micro-batches (rows i, i+A, i+2A, ...
+so each device keeps its rows), sums their answer-token losses and gradients with `lax.scan`
+and divides by the batch's answer-token count: the result equals the full-batch step.
+Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from headjax.model.config import ModelConfig
+from headjax.model.loss import batch_token_losses
+from headjax.train.state import TrainState
+
+StepFn = Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+
+def answer_token_count(batch: dict) -> jax.Array:
+    """Answer tokens in `batch` (targets after position 0), f32[]."""
+    return batch["loss_mask"][:, 1:].astype(jnp.float32).sum()
+
+
+def input_token_count(batch: dict) -> jax.Array:
+    """Non-padding tokens in `batch` (segment id != 0; every token without segment ids), f32[]."""
+    if "segment_ids" in batch:
+        return (batch["segment_ids"] != 0).astype(jnp.float32).sum()
+    return jnp.asarray(batch["tokens"].size, jnp.float32)
+
+
+def _micro_batches(batch: dict, grad_accum: int) -> dict:
+    """`[batch, ...]` arrays as `[grad_accum, batch // grad_accum, ...]`, strided rows."""
+    def split(x):
+        rows = x.shape[0]
+        if rows % grad_accum:
+            raise ValueError(f"train.grad_accum={grad_accum} does not divide the batch of {rows}")
+        return jnp.swapaxes(x.reshape(rows // grad_accum, grad_accum, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
+                          grad_accum: int) -> tuple[jax.Array, Any]:
+    """(sum of answer-token losses, its gradient) over `batch`, in `grad_accum` micro-batches."""
+    def summed(p, micro):
+        losses, _ = batch_token_losses(p, micro, config)
+        return losses.sum()
+
+    grad_fn = jax.value_and_grad(summed)
+    if grad_accum == 1:
+        return grad_fn(params, batch)
+
+    def body(carry, micro):
+        loss_sum, grads = carry
+        micro_loss, micro_grads = grad_fn(params, micro)
+        return (loss_sum + micro_loss, jax.tree.map(jnp.add, grads, micro_grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (loss_sum, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
+                                        _micro_batches(batch, grad_accum))
+    return loss_sum, grads
+
+
+def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, *, grad_accum: int = 1) -> StepFn:
+    """`step(state, batch) -> (state, metrics)`; metrics: loss, grad_norm, lr, tokens,
+    answer_tokens (f32 scalars). `lr` is the rate this step applied."""
+    if grad_accum < 1:
+        raise ValueError(f"train.grad_accum: must be >= 1, got {grad_accum}")
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        count = jnp.maximum(answer_token_count(batch), 1.0)
+        loss_sum, grads = summed_loss_and_grads(state.params, batch, config, grad_accum)
+        grads = jax.tree.map(lambda g: g / count, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss_sum / count, "grad_norm": optax.global_norm(grads),
+                   "lr": jnp.asarray(schedule(state.step), jnp.float32),
+                   "tokens": input_token_count(batch), "answer_tokens": answer_token_count(batch)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return step
+
+
+def jit_train_step(step: StepFn, state_shardings: Any, batch_shardings: Any,
+                   metrics_sharding: Any) -> StepFn:
+    """`step` compiled with explicit shardings; the incoming state's buffers are donated."""
+    return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, metrics_sharding), donate_argnums=(0,))

@@ -1,0 +1,115 @@
+"""Set up and run training from a validated config: mesh, shardings, optimizer, state, resume."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from headjax.model.config import ModelConfig
+from headjax.model.transformer import param_axes, param_shapes
+from headjax.parallel import (
+    batch_shardings,
+    global_batch,
+    like_params,
+    make_mesh,
+    replicated,
+    tree_shardings,
+)
+from headjax.train.checkpoint import Checkpointer, abstract_tree
+from headjax.train.config import validate
+from headjax.train.loop import Hooks, run_loop
+from headjax.train.optimizer import make_optimizer, make_schedule
+from headjax.train.state import TrainState, create_state
+from headjax.train.step import jit_train_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+BatchFactory = Callable[[dict | None], Iterator[dict]]
+
+
+def model_config_for_training(model_config: ModelConfig, config: ml_collections.ConfigDict
+                              ) -> ModelConfig:
+    """`model_config` with the run's numerics (dtype, param dtype, remat, attention, scan)."""
+    m = config.model
+    return model_config.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
+                                attention_impl=m.attention_impl, scan_layers=m.scan_layers)
+
+
+def checkpoint_dir(config: ml_collections.ConfigDict) -> Path:
+    """`checkpoint.dir`, or `run_dir/checkpoints` when empty."""
+    return Path(config.checkpoint.dir or Path(config.run_dir) / "checkpoints")
+
+
+def sharded_state(params: Any, model_config: ModelConfig, optimizer, seed: int, mesh,
+                  rules) -> tuple[TrainState, Any]:
+    """(step-0 TrainState placed on `mesh` by the logical-axis `rules`, its shardings)."""
+    params_sh = tree_shardings(param_axes(model_config), param_shapes(model_config), rules, mesh)
+    dtype = jnp.dtype(model_config.param_dtype)
+    params = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), params_sh)
+
+    def create(p):
+        return create_state(p, optimizer, seed)
+
+    state_sh = like_params(jax.eval_shape(create, params), params_sh, mesh)
+    return jax.jit(create, out_shardings=state_sh)(params), state_sh
+
+
+def train(config: ml_collections.ConfigDict, *, model_config: ModelConfig, params: Any,
+          make_batches: BatchFactory, hooks: Hooks | None = None, mask: Any = None
+          ) -> TrainState:
+    """Train `params` per `config` (resuming from the newest good checkpoint in the run).
+
+    make_batches: iterator state dict (None = from the start) -> iterator of numpy batches in the
+      batch convention, `[train.batch_size, seq]` each, with a `state_dict()` method.
+    mask: optional 0/1 parameter mask (see `headjax.train.optimizer.make_optimizer`).
+    """
+    validate(config)
+    t = config.train
+    model_config = model_config_for_training(model_config, config)
+    mesh = make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
+                      "tensor": config.mesh.tensor})
+    rules = tuple(tuple(rule) for rule in config.mesh.rules)
+    schedule = make_schedule(t.schedule, t.lr, t.steps, t.warmup_steps, t.end_lr_fraction)
+    optimizer = make_optimizer(schedule, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                               b1=t.b1, b2=t.b2, mask=mask)
+    state, state_sh = sharded_state(params, model_config, optimizer, t.seed, mesh, rules)
+    del params
+
+    checkpointer = Checkpointer(checkpoint_dir(config), keep=config.checkpoint.keep,
+                                async_save=config.checkpoint.async_save)
+    restored = checkpointer.restore_latest(abstract_tree(state, state_sh))
+    iterator_state = None
+    if restored is not None:
+        step, state, extra = restored
+        iterator_state = extra["data"]
+        log.info("resuming from step %d in %s", step, checkpointer.directory)
+    batches = make_batches(iterator_state)
+
+    def put_batch(batch: dict) -> dict:
+        rows = batch["tokens"].shape[0]
+        if rows != t.batch_size:
+            raise ValueError(f"data: a batch has {rows} rows but train.batch_size is "
+                             f"{t.batch_size}")
+        return global_batch(batch, batch_shardings(batch, rules, mesh))
+
+    step_fn = make_train_step(model_config, optimizer, schedule, grad_accum=t.grad_accum)
+    compiled: dict = {}
+
+    def sharded_step(state: TrainState, batch: dict):
+        shardings = {key: value.sharding for key, value in batch.items()}
+        signature = tuple(sorted((key, str(s.spec)) for key, s in shardings.items()))
+        if signature not in compiled:
+            compiled[signature] = jit_train_step(step_fn, state_sh, shardings, replicated(mesh))
+        return compiled[signature](state, batch)
+
+    try:
+        return run_loop(config, model_config, state, sharded_step, batches, put_batch,
+                        checkpointer, hooks)
+    finally:
+        checkpointer.close()
