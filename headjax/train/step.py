@@ -80,7 +80,7 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss_sum / count, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss_sum / count, "grad_norm": optax.tree.norm(grads),
                    "lr": jnp.asarray(schedule(state.step), jnp.float32),
                    "tokens": input_token_count(batch), "answer_tokens": answer_token_count(batch)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
