@@ -146,7 +146,7 @@ def _get(config: Mapping, dotted: str) -> Any:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if it matches the schema and its values make sense; otherwise raises
     ValueError/TypeError naming the dotted key."""
-    _check_schema(config, default_config(), "")
+    _check_schema(config.to_dict(), default_config().to_dict(), "")
     for key, choices in CHOICES.items():
         if _get(config, key) not in choices:
             raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(choices)}")
