@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from headjax.train import Checkpointer, abstract_tree, create_state, make_optimizer
+from headjax.train.checkpoint import restore_params
 
 WORKER = Path(__file__).with_name("train_worker.py")
 ROOT = WORKER.parent.parent
@@ -117,4 +118,9 @@ def test_restore_into_target_shardings(tmp_path, small_state):
     for got, want, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(small_state),
                                    jax.tree.leaves(target), strict=True):
         assert got.sharding == sharding
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    params = restore_params(tmp_path)
+    assert jax.tree.structure(params) == jax.tree.structure(small_state.params)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(small_state.params),
+                         strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -104,3 +104,21 @@ class Checkpointer:
     def close(self) -> None:
         """Finish pending saves and release the manager."""
         self._manager.close()
+
+
+
+def restore_params(directory: str | Path) -> Any:
+    """The params tree of the newest good step under `directory` (on the default device)."""
+    checkpointer = Checkpointer(directory, keep=1, async_save=False)
+    try:
+        for step in reversed(checkpointer.steps()):
+            try:
+                state, _ = checkpointer.restore(step, None)
+            except Exception as err:  # noqa: BLE001 - any failure means an unusable step
+                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the "
+                            "previous one", step, directory, type(err).__name__, err)
+                continue
+            return state["params"]
+    finally:
+        checkpointer.close()
+    raise FileNotFoundError(f"checkpoint: no readable step under {directory}")

@@ -1,0 +1,94 @@
+"""A config-driven run: load the pretrained model, build data, eval and probe hooks, train.
+
+This is the glue between the packages (io, data, eval, heads) and `headjax.train.train`, so the
+entry-point scripts stay a few lines long and a notebook can call `run(config)` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import ml_collections
+
+from headjax.parallel import maybe_initialize
+from headjax.train.config import validate
+from headjax.train.loop import Hooks
+from headjax.train.state import TrainState
+from headjax.train.trainer import BatchFactory, train
+
+log = logging.getLogger(__name__)
+
+
+def load_model(config: ml_collections.ConfigDict):
+    """(params, model config, tokenizer) of `model.pretrained`."""
+    from headjax.io.pretrained import load_pretrained
+
+    return load_pretrained(config.model.pretrained, dtype=config.model.param_dtype)
+
+
+def samples_per_task(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """Training examples drawn from each task: `data.train_samples` split by `data.weights`."""
+    tasks = tuple(config.data.tasks)
+    weights = tuple(config.data.weights) or (1.0,) * len(tasks)
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"config.data.weights: need non-negative weights with a positive sum, "
+                         f"got {weights}")
+    total = sum(weights)
+    return {t: max(1, round(config.data.train_samples * w / total))
+            for t, w in zip(tasks, weights, strict=True) if w > 0}
+
+
+def train_batches(config: ml_collections.ConfigDict, tokenizer) -> BatchFactory:
+    """Factory of resumable training batch iterators (`headjax.data.Batcher`)."""
+    from headjax.data import Batcher, get_task
+
+    examples = []
+    for index, (task, count) in enumerate(samples_per_task(config).items()):
+        examples += get_task(task).examples("train", count, config.data.seed + index)
+
+    def make(state: dict | None):
+        batcher = Batcher(examples, tokenizer, batch_size=config.train.batch_size,
+                          max_len=config.data.max_len, packing=config.data.packing,
+                          seed=config.data.seed)
+        return batcher if state is None else Batcher.from_state(state, examples, tokenizer)
+
+    return make
+
+
+def accuracy_hook(config: ml_collections.ConfigDict, model_config, tokenizer
+                  ) -> Callable[[object], Mapping[str, float]]:
+    """params -> {task: accuracy} over `eval.samples` held-out examples per eval task."""
+    from headjax.eval.accuracy import evaluate_accuracy
+
+    tasks = tuple(config.eval.tasks) or tuple(config.data.tasks)
+
+    def evaluate(params) -> dict[str, float]:
+        return {task: float(evaluate_accuracy(
+            params, model_config, tokenizer, task, num_samples=config.eval.samples,
+            max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+            seed=config.data.seed).accuracy) for task in tasks}
+
+    return evaluate
+
+
+def probe_hook(config: ml_collections.ConfigDict, tokenizer) -> dict[str, list[dict]]:
+    """Fixed probe batches per probe task (`heads.tasks`, default `data.tasks`)."""
+    from headjax.heads.report import probe_batches
+
+    tasks = tuple(config.heads.tasks) or tuple(config.data.tasks)
+    return {task: probe_batches(task, tokenizer, num_samples=config.heads.samples,
+                                batch_size=config.heads.batch_size, max_len=config.data.max_len,
+                                seed=config.data.seed) for task in tasks}
+
+
+def run(config: ml_collections.ConfigDict) -> TrainState:
+    """Validate `config`, start multi-process JAX if needed, and train with eval and probes."""
+    validate(config)
+    d = config.distributed
+    maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
+    params, model_config, tokenizer = load_model(config)
+    hooks = Hooks(evaluate=accuracy_hook(config, model_config, tokenizer),
+                  probes=probe_hook(config, tokenizer))
+    return train(config, model_config=model_config, params=params,
+                 make_batches=train_batches(config, tokenizer), hooks=hooks)
