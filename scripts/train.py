@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 from headjax.train.experiment import run
@@ -27,5 +27,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_flags.mark_flags_as_required(["config"])
+    flags.mark_flags_as_required(["config"])
     app.run(main)

@@ -168,3 +168,52 @@ def test_wrong_batch_rows_are_named(tiny, tmp_path):
     run.train.update(steps=2, batch_size=8, warmup_steps=0)
     with pytest.raises(ValueError, match="a batch has 4 rows but train.batch_size is 8"):
         train(run, model_config=config, params=params, make_batches=lambda s: _Batches())
+
+
+def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
+    import json
+
+    from headjax.heads import head_scores
+    from headjax.train import train
+
+    config, params = tiny
+    run = default_config()
+    run.run_dir = str(tmp_path)
+    run.train.update(steps=6, batch_size=4, lr=1e-2, warmup_steps=1)
+    run.checkpoint.update(every=3, keep=2)
+    run.eval.every = 4
+    run.heads.every = 4
+    probe = {k: np.asarray(v) for k, v in fixed_batch(seed=9).items()}
+    evaluated = []
+
+    def evaluate(p):
+        evaluated.append(p)
+        return {"syn": 0.25 * len(evaluated)}
+
+    class Batches(_Batches):
+        def __init__(self, state):
+            self.index = (state or {}).get("index", 0)
+
+        def __next__(self):
+            self.index += 1
+            return {**{k: np.asarray(v) for k, v in fixed_batch(seed=self.index).items()},
+                    "task": ["syn"] * 4}
+
+    hooks = Hooks(evaluate=evaluate, probes={"syn": [probe]})
+    train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)
+    patterns = sorted(p.name for p in (tmp_path / "patterns").iterdir())
+    assert patterns == ["step_000000.npz", "step_000004.npz", "step_000006.npz"]
+    with np.load(tmp_path / "patterns" / "step_000000.npz") as first:
+        np.testing.assert_allclose(first["syn"], head_scores(params, probe, config), rtol=1e-5)
+        assert first["syn.per_sample"].shape == (4, config.num_layers, config.num_heads)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [(r["step"], r["eval/accuracy/syn"]) for r in records if "loss" not in r] == \
+        [(0, 0.25), (4, 0.5), (6, 0.75)]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]
+    assert list((tmp_path / "tensorboard").iterdir())
+
+    run.train.steps = 8  # resume from step 6: no second step-0 measurement
+    state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)
+    assert int(state.step) == 8 and len(evaluated) == 4
+    assert (tmp_path / "patterns" / "step_000008.npz").exists()

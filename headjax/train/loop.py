@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,10 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     progress = tqdm(total=total, initial=start, desc="train", disable=not first_process,
                     dynamic_ncols=True)
     for step in range(start + 1, total + 1):
+        started = time.perf_counter()
         state, metrics = step_fn(state, put_batch(next(batches)))
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics["step_time_s"] = time.perf_counter() - started
         if not math.isfinite(metrics["loss"]):
             writer.write(step, metrics)
             writer.close()

@@ -31,6 +31,7 @@ from headjax.train.step import jit_train_step, make_train_step
 log = logging.getLogger(__name__)
 
 BatchFactory = Callable[[dict | None], Iterator[dict]]
+BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions")
 
 
 def model_config_for_training(model_config: ModelConfig, config: ml_collections.ConfigDict
@@ -66,7 +67,8 @@ def train(config: ml_collections.ConfigDict, *, model_config: ModelConfig, param
     """Train `params` per `config` (resuming from the newest good checkpoint in the run).
 
     make_batches: iterator state dict (None = from the start) -> iterator of numpy batches in the
-      batch convention, `[train.batch_size, seq]` each, with a `state_dict()` method.
+      batch convention, `[train.batch_size, seq]` each, with a `state_dict()` method; keys
+      other than `BATCH_KEYS` (e.g. task names) are ignored.
     mask: optional 0/1 parameter mask (see `headjax.train.optimizer.make_optimizer`).
     """
     validate(config)
@@ -96,7 +98,8 @@ def train(config: ml_collections.ConfigDict, *, model_config: ModelConfig, param
         if rows != t.batch_size:
             raise ValueError(f"data: a batch has {rows} rows but train.batch_size is "
                              f"{t.batch_size}")
-        return global_batch(batch, batch_shardings(batch, rules, mesh))
+        arrays = {key: batch[key] for key in BATCH_KEYS if key in batch}
+        return global_batch(arrays, batch_shardings(arrays, rules, mesh))
 
     step_fn = make_train_step(model_config, optimizer, schedule, grad_accum=t.grad_accum)
     compiled: dict = {}
