@@ -15,13 +15,13 @@ import numpy as np
 import optax
 import pytest
 
+from headjax.heads.param_change import head_parameter_mask
 from headjax.model import loss as model_loss
 from headjax.train import (
     Hooks,
     TrainingDivergedError,
     create_state,
     default_config,
-    head_mask,
     make_optimizer,
     make_schedule,
     make_train_step,
@@ -88,7 +88,7 @@ def test_parameter_mask_keeps_masked_entries_bit_identical(tiny):
     config, params = tiny
     heads = np.zeros((config.num_layers, config.num_heads), bool)
     heads[1, 2] = True
-    mask = head_mask(params, heads)
+    mask = head_parameter_mask(config, heads, include_kv=False)
     schedule = make_schedule("constant", 1e-2, 10)
     optimizer = make_optimizer(schedule, weight_decay=0.5, grad_clip=1.0, mask=mask)
     step = jax.jit(make_train_step(config, optimizer, schedule))

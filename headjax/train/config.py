@@ -53,6 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.b2 = 0.999
     c.train.grad_clip = 1.0  # global norm; 0 disables
     c.train.grad_accum = 1  # micro-batches per step
+    c.train.trainable_heads = ""  # .npy of bool [layers, heads]: train only these heads
+    c.train.trainable_kv = True  # with trainable_heads: also their key/value group
     c.train.seed = 0
     c.train.log_every = 1
 

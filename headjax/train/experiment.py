@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 import ml_collections
+import numpy as np
 
 from headjax.parallel import maybe_initialize
 from headjax.train.config import validate
@@ -82,6 +83,21 @@ def probe_hook(config: ml_collections.ConfigDict, tokenizer) -> dict[str, list[d
                                 seed=config.data.seed) for task in tasks}
 
 
+def parameter_mask(config: ml_collections.ConfigDict, model_config):
+    """The head-targeted parameter mask of `train.trainable_heads`, or None (train all)."""
+    if not config.train.trainable_heads:
+        return None
+    from headjax.heads.param_change import head_parameter_mask
+
+    heads = np.load(config.train.trainable_heads)
+    if heads.shape != (model_config.num_layers, model_config.num_heads):
+        raise ValueError(f"config.train.trainable_heads: {config.train.trainable_heads} holds "
+                         f"shape {heads.shape}, expected [layers, heads] = "
+                         f"{(model_config.num_layers, model_config.num_heads)}")
+    return head_parameter_mask(model_config, heads.astype(bool),
+                               include_kv=config.train.trainable_kv)
+
+
 def run(config: ml_collections.ConfigDict) -> TrainState:
     """Validate `config`, start multi-process JAX if needed, and train with eval and probes."""
     validate(config)
@@ -91,4 +107,5 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
     hooks = Hooks(evaluate=accuracy_hook(config, model_config, tokenizer),
                   probes=probe_hook(config, tokenizer))
     return train(config, model_config=model_config, params=params,
-                 make_batches=train_batches(config, tokenizer), hooks=hooks)
+                 make_batches=train_batches(config, tokenizer), hooks=hooks,
+                 mask=parameter_mask(config, model_config))

@@ -86,26 +86,3 @@ def make_optimizer(schedule: optax.Schedule, *, weight_decay: float = 0.0,
     chain = optax.chain(*parts)
     return chain if mask is None else masked(chain, mask)
 
-
-def head_mask(params: Any, heads: jax.Array) -> Any:
-    """A parameter mask training only the query heads marked in `heads` `bool[layers, heads]`.
-
-    A head owns its slices of `q_proj` `[L, d, H, Dh]`, `q_bias` `[L, H, Dh]` and `o_proj`
-    `[L, H, Dh, d]`; every other parameter is frozen (0). Key/value projections are shared by a
-    group of query heads (GQA) and stay frozen.
-    """
-    heads = jnp.asarray(heads, jnp.float32)
-    per_param = {
-        "q_proj": lambda p: jnp.broadcast_to(heads[:, None, :, None], p.shape),
-        "q_bias": lambda p: jnp.broadcast_to(heads[:, :, None], p.shape),
-        "o_proj": lambda p: jnp.broadcast_to(heads[:, :, None, None], p.shape),
-    }
-
-    def leaf_mask(path, p):
-        name = getattr(path[-1], "key", None)
-        in_layers = len(path) == 2 and getattr(path[0], "key", None) == "layers"
-        if in_layers and name in per_param:
-            return per_param[name](p).astype(jnp.float32)
-        return jnp.zeros(p.shape, jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf_mask, params)
