@@ -1,0 +1,93 @@
+"""Figures for the analyses (matplotlib, Agg backend). Each function returns a `Figure`; save it
+with `save(fig, path)`. Patterns are `[layers, heads]`, drawn with layers on the y axis."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _heatmap(ax, pattern, title, **imshow):
+    image = ax.imshow(np.asarray(pattern), aspect="auto", origin="lower", **imshow)
+    ax.set_title(title)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    return image
+
+
+def pattern_heatmaps(patterns: Mapping[str, np.ndarray], *, shared_scale: bool = True,
+                     cmap: str = "viridis", label: str = "activation") -> Figure:
+    """One layer x head heatmap per task; one colour scale across tasks when `shared_scale`."""
+    names = list(patterns)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False,
+                             layout="constrained")
+    arrays = [np.asarray(patterns[n]) for n in names]
+    scale = ({"vmin": min(a.min() for a in arrays), "vmax": max(a.max() for a in arrays)}
+             if shared_scale else {})
+    for ax, name, array in zip(axes[0], names, arrays, strict=True):
+        image = _heatmap(ax, array, name, cmap=cmap, **scale)
+        if not shared_scale:
+            fig.colorbar(image, ax=ax)
+    if shared_scale:
+        fig.colorbar(image, ax=axes[0].tolist(), label=label)
+    return fig
+
+
+def before_after(before: np.ndarray, after: np.ndarray, *, title: str = "") -> Figure:
+    """Three panels: before and after on one colour scale, and their difference on a symmetric
+    diverging scale centred on 0."""
+    before, after = np.asarray(before), np.asarray(after)
+    diff = after - before
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
+    scale = {"vmin": min(before.min(), after.min()), "vmax": max(before.max(), after.max())}
+    _heatmap(axes[0], before, "before", **scale)
+    image = _heatmap(axes[1], after, "after", **scale)
+    fig.colorbar(image, ax=axes[:2].tolist())
+    limit = float(np.abs(diff).max()) or 1.0
+    image = _heatmap(axes[2], diff, "after - before", cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.colorbar(image, ax=axes[2])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def trajectory_curves(steps: Sequence[int], curves: Mapping[str, np.ndarray], *,
+                      ylabel: str = "", title: str = "") -> Figure:
+    """One line per named curve over training steps (e.g. MSE / correlation to base and final)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    for name, values in curves.items():
+        ax.plot(steps, np.asarray(values), marker="o", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "") -> Figure:
+    """A bar per named value: combination weights (with R^2 in the title) or ablation effects."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(values) + 2, 3.5), layout="constrained")
+    names = list(values)
+    ax.bar(names, [float(values[n]) for n in names])
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30)
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG (parents created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,181 @@
+"""Report on pattern trajectories: loading, the Findings' measures, figures, JSON + Markdown.
+
+Input: per task, patterns at a sequence of steps `[steps, layers, heads]` (first = base, last =
+final), from a training run's `run_dir/patterns/step_XXXXXX.npz` files (one `[layers, heads]`
+array per probe task keyed by its name, its per-sample scores under `<task>.per_sample`) or from
+scoring checkpoints directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from headjax.heads import plots
+from headjax.heads.combination import fit_combination, shuffled_fit_null
+from headjax.heads.specificity import (
+    activated_heads,
+    coefficient_of_variation,
+    gini,
+    p_value,
+    random_set_jaccard_null,
+    task_overlap,
+    top_k_share,
+    trajectory,
+)
+
+_STEP_FILE = re.compile(r"step_(\d+)\.npz$")
+PER_SAMPLE_SUFFIX = ".per_sample"
+
+
+def load_run_patterns(run_dir: str | Path) -> tuple[list[int], dict[str, np.ndarray]]:
+    """(steps, {task: [steps, layers, heads]}) from `run_dir/patterns/step_XXXXXX.npz`."""
+    files = sorted((int(m.group(1)), path) for path in Path(run_dir, "patterns").glob("*.npz")
+                   if (m := _STEP_FILE.search(path.name)))
+    if not files:
+        raise FileNotFoundError(f"--run_dir: no patterns/step_XXXXXX.npz under {run_dir}")
+    per_step = []
+    for _, path in files:
+        with np.load(path) as data:
+            per_step.append({k: data[k] for k in data.files if not k.endswith(PER_SAMPLE_SUFFIX)})
+    tasks = list(per_step[0])
+    for (step, path), arrays in zip(files, per_step, strict=True):
+        if sorted(arrays) != sorted(tasks):
+            raise ValueError(f"{path}: tasks {sorted(arrays)} differ from step {files[0][0]}'s "
+                             f"{sorted(tasks)} (step {step})")
+    return [s for s, _ in files], {t: np.stack([a[t] for a in per_step]) for t in tasks}
+
+
+def analyze(steps: Sequence[int], patterns: Mapping[str, np.ndarray], *, k: int = 10,
+            target: str | None = None, basis: Sequence[str] = (), seed: int = 0,
+            num_null: int = 200) -> dict:
+    """All measures as a JSON-ready dict.
+
+    Per task: trajectory (MSE / correlation to base and final), Gini and CV before/after,
+    top-k share of |dAP|, the top-k activated heads. Per task pair: Jaccard of top-k |dAP| sets
+    and Spearman of dAP, with a random-k-set null p-value for the Jaccard. With `target` and
+    `basis`: OLS and NNLS fits of the target's dAP on the basis tasks' dAPs, and a head-shuffled
+    null for the OLS R^2.
+    """
+    key = jax.random.key(seed)
+    tasks = list(patterns)
+    shape = next(iter(patterns.values())).shape[1:]
+    k = min(k, shape[0] * shape[1])
+    change = {t: patterns[t][-1] - patterns[t][0] for t in tasks}
+    report = {"steps": list(map(int, steps)), "k": k, "layers": shape[0], "heads": shape[1],
+              "tasks": {}, "overlap": {}}
+    for t in tasks:
+        traj = trajectory(np.asarray(patterns[t], np.float32))
+        top = np.argwhere(np.asarray(activated_heads(change[t], rule="top_k", k=k)))
+        report["tasks"][t] = {
+            "trajectory": {name: np.asarray(v).tolist() for name, v in traj._asdict().items()},
+            "gini_before": float(gini(patterns[t][0])), "gini_after": float(gini(patterns[t][-1])),
+            "cv_before": float(coefficient_of_variation(patterns[t][0])),
+            "cv_after": float(coefficient_of_variation(patterns[t][-1])),
+            "top_k_share_of_change": float(top_k_share(change[t], k)),
+            "top_k_heads": top.tolist(),
+        }
+    null = random_set_jaccard_null(key, shape, k, num_draws=num_null)
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
+            jac, rho = task_overlap(change[a], change[b], k=k)
+            report["overlap"][f"{a}|{b}"] = {
+                "jaccard_top_k": float(jac), "spearman": float(rho),
+                "jaccard_random_mean": float(np.mean(null)),
+                "p_jaccard_above_random": p_value(float(jac), null, alternative="greater")}
+    if target is not None:
+        missing = [t for t in (target, *basis) if t not in patterns]
+        if missing or not basis:
+            raise ValueError(f"--target/--basis: unknown tasks {missing} or empty basis "
+                             f"(have {tasks})")
+        stack = np.stack([change[b] for b in basis])
+        fits = {m: fit_combination(change[target], stack, method=m) for m in ("ols", "nnls")}
+        r2_null = shuffled_fit_null(change[target], stack, key, num_permutations=num_null)
+        report["combination"] = {
+            "target": target, "basis": list(basis),
+            **{m: {"weights": dict(zip(basis, f.weights.tolist(), strict=True)),
+                   "intercept": f.intercept, "r2": f.r2} for m, f in fits.items()},
+            "shuffled_r2_mean": float(r2_null.mean()),
+            "p_r2_above_shuffled": p_value(fits["ols"].r2, r2_null, alternative="greater")}
+    return report
+
+
+def write_report(report: dict, patterns: Mapping[str, np.ndarray], out_dir: str | Path) -> Path:
+    """Write report.json, the figures (PNG) and report.md showing them into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    steps = report["steps"]
+    final = {t: p[-1] for t, p in patterns.items()}
+    figures = {"final_patterns.png": plots.pattern_heatmaps(final)}
+    for t, p in patterns.items():
+        figures[f"change_{t}.png"] = plots.before_after(p[0], p[-1], title=t)
+        curves = report["tasks"][t]["trajectory"]
+        figures[f"trajectory_{t}.png"] = plots.trajectory_curves(
+            steps, {"corr to base": curves["corr_to_base"],
+                    "corr to final": curves["corr_to_final"]}, ylabel="Pearson r", title=t)
+    if "combination" in report:
+        fit = report["combination"]["nnls"]
+        figures["combination_nnls.png"] = plots.bars(
+            fit["weights"], ylabel="weight",
+            title=f"NNLS fit of {report['combination']['target']}: R^2 = {fit['r2']:.3f}")
+    for name, fig in figures.items():
+        plots.save(fig, out / name)
+    (out / "report.md").write_text(_markdown(report, list(figures)))
+    return out
+
+
+def _markdown(report: dict, figures: list[str]) -> str:
+    lines = [f"# Head activation pattern report (steps {report['steps'][0]}..{report['steps'][-1]},"
+             f" top-k = {report['k']})", "",
+             "| task | Gini before | Gini after | CV before | CV after | top-k share of change |",
+             "|---|---|---|---|---|---|"]
+    for t, r in report["tasks"].items():
+        lines.append(f"| {t} | {r['gini_before']:.3f} | {r['gini_after']:.3f} | "
+                     f"{r['cv_before']:.3f} | {r['cv_after']:.3f} | "
+                     f"{r['top_k_share_of_change']:.3f} |")
+    if report["overlap"]:
+        lines += ["", "| tasks | Jaccard top-k | random mean | p | Spearman |",
+                  "|---|---|---|---|---|"]
+        for pair, r in report["overlap"].items():
+            lines.append(f"| {pair} | {r['jaccard_top_k']:.3f} | {r['jaccard_random_mean']:.3f} | "
+                         f"{r['p_jaccard_above_random']:.3f} | {r['spearman']:.3f} |")
+    if "combination" in report:
+        c = report["combination"]
+        lines += ["", f"Combination of {c['target']} from {', '.join(c['basis'])}: "
+                  f"OLS R^2 = {c['ols']['r2']:.3f}, NNLS R^2 = {c['nnls']['r2']:.3f}, "
+                  f"head-shuffled mean R^2 = {c['shuffled_r2_mean']:.3f} "
+                  f"(p = {c['p_r2_above_shuffled']:.3f})."]
+    lines += [""] + [f"![{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def collate(examples: Sequence[dict], pad_token_id: int) -> dict[str, np.ndarray]:
+    """Right-pad tokenized examples (`tokens`, `loss_mask` lists) into one batch
+    (`segment_ids` 1 on tokens, 0 on padding)."""
+    length = max(len(e["tokens"]) for e in examples)
+    batch = {"tokens": np.full((len(examples), length), pad_token_id, np.int32),
+             "loss_mask": np.zeros((len(examples), length), np.float32),
+             "segment_ids": np.zeros((len(examples), length), np.int32)}
+    for row, e in enumerate(examples):
+        n = len(e["tokens"])
+        batch["tokens"][row, :n] = e["tokens"]
+        batch["loss_mask"][row, :n] = e["loss_mask"]
+        batch["segment_ids"][row, :n] = 1
+    return batch
+
+
+def probe_batches(task: str, tokenizer, *, num_samples: int, batch_size: int, max_len: int,
+                  split: str = "test", seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Fixed probe batches of a registered task (`headjax.data.get_task`), chat-templated."""
+    from headjax.data import get_task, tokenize_example
+
+    examples = get_task(task).examples(split, num_samples, seed)
+    tokenized = [tokenize_example(e, tokenizer, max_len) for e in examples]
+    return [collate(tokenized[i:i + batch_size], tokenizer.pad_token_id)
+            for i in range(0, len(tokenized), batch_size)]

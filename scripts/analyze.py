@@ -1,0 +1,76 @@
+"""Head activation pattern report for a training run or a list of checkpoints.
+
+  python scripts/analyze.py --run_dir runs/x [--target gsm_symbolic --basis a,b] [--out dir]
+  python scripts/analyze.py --checkpoints base_dir,ckpt_dir --tasks chain_sum,products --out out/
+
+Writes report.json, PNG figures and report.md (see `headjax.heads.report`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio
+from headjax.heads.report import analyze, load_run_patterns, probe_batches, write_report
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Training run directory holding patterns/step_XXXXXX.npz.")
+flags.DEFINE_list("checkpoints", [], "Checkpoints (first = base) to score, instead of --run_dir.")
+flags.DEFINE_list("tasks", [], "Probe tasks for --checkpoints.")
+flags.DEFINE_integer("num_samples", 32, "Probe samples per task (--checkpoints).")
+flags.DEFINE_integer("batch_size", 8, "Probe batch size (--checkpoints).")
+flags.DEFINE_integer("max_len", 256, "Longest probe sequence in tokens (--checkpoints).")
+flags.DEFINE_string("loss_kind", "sample_mean", "sample_mean | batch_mean (--checkpoints).")
+flags.DEFINE_integer("k", 10, "Heads in a task's top-k set.")
+flags.DEFINE_string("target", None, "Complex task to fit as a combination of --basis tasks.")
+flags.DEFINE_list("basis", [], "Basic tasks for the combination fit.")
+flags.DEFINE_string("out", None, "Output directory (default: run_dir/report).")
+
+
+def score_checkpoints(paths, tasks):
+    """(checkpoint indices, {task: [checkpoints, layers, heads]}, parameter-change measures)."""
+    from headjax import load_pretrained
+
+    patterns = {t: [] for t in tasks}
+    for index, path in enumerate(paths):
+        params, config, tokenizer = load_pretrained(path)
+        for task in tasks:
+            batches = probe_batches(task, tokenizer, num_samples=FLAGS.num_samples,
+                                    batch_size=FLAGS.batch_size, max_len=FLAGS.max_len)
+            patterns[task].append(activation_pattern(params, config, batches,
+                                                     loss_kind=FLAGS.loss_kind).mean)
+        if index == 0:
+            base = params
+    stacked = {t: np.stack(p) for t, p in patterns.items()}
+    change = head_param_change(base, params)
+    extra = {"param_change": {
+        "head_combined": np.asarray(change.combined).tolist(),
+        "pattern_to_param_ratio": {t: pattern_to_param_ratio(p[0], p[-1], base, params)
+                                   for t, p in stacked.items()}}}
+    return list(range(len(paths))), stacked, extra
+
+
+def main(argv):
+    del argv
+    if bool(FLAGS.run_dir) == bool(FLAGS.checkpoints):
+        raise app.UsageError("give exactly one of --run_dir or --checkpoints")
+    if FLAGS.checkpoints and not FLAGS.tasks:
+        raise app.UsageError("--checkpoints needs --tasks")
+    if FLAGS.run_dir:
+        steps, patterns = load_run_patterns(FLAGS.run_dir)
+        extra = {}
+    else:
+        steps, patterns, extra = score_checkpoints(FLAGS.checkpoints, FLAGS.tasks)
+    report = analyze(steps, patterns, k=FLAGS.k, target=FLAGS.target, basis=FLAGS.basis)
+    report.update(extra)
+    out = FLAGS.out or (Path(FLAGS.run_dir) / "report" if FLAGS.run_dir else None)
+    if out is None:
+        raise app.UsageError("--out is required with --checkpoints")
+    print(f"report: {write_report(report, patterns, out) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    app.run(main)

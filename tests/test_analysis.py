@@ -1,0 +1,122 @@
+"""The report: reading a run's pattern files, the measures on planted trajectories, figures and
+the `scripts/analyze.py` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from headjax.heads import plots
+from headjax.heads.report import analyze, collate, load_run_patterns
+from headjax.train.patterns import pattern_path, record_patterns
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_script(*flags: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "analyze.py"), *flags],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def planted_run(run_dir: Path) -> dict[str, np.ndarray]:
+    """Patterns over steps 0, 50, 100 for tasks a, b and c, where dAP_c = 0.5 dAP_a + dAP_b;
+    a moves heads (0, 0..1), b moves heads (2, 2..3). Written in the trainer's file layout."""
+    rng = np.random.default_rng(0)
+    base = {t: rng.random((3, 4)) for t in "abc"}
+    d_a, d_b = np.zeros((3, 4)), np.zeros((3, 4))
+    d_a[0, :2] = 1.0
+    d_b[2, 2:] = 2.0
+    d_a += 0.05 * rng.random((3, 4))
+    d_b += 0.05 * rng.random((3, 4))
+    change = {"a": d_a, "b": d_b, "c": 0.5 * d_a + d_b}
+    trajectories = {t: np.stack([base[t] + f * change[t] for f in (0.0, 0.8, 1.0)])
+                    for t in "abc"}
+    for i, step in enumerate((0, 50, 100)):
+        path = pattern_path(run_dir, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {t: p[i].astype(np.float32) for t, p in trajectories.items()}
+        arrays.update({f"{t}.per_sample": np.stack([p[i]] * 2) for t, p in trajectories.items()})
+        np.savez(path, **arrays)
+    return trajectories
+
+
+def test_report_measures_planted_trajectories(tmp_path):
+    truth = planted_run(tmp_path)
+    steps, patterns = load_run_patterns(tmp_path)
+    assert steps == [0, 50, 100]
+    assert sorted(patterns) == ["a", "b", "c"]
+    np.testing.assert_allclose(patterns["c"], truth["c"], rtol=1e-6)
+    report = analyze(steps, patterns, k=2, target="c", basis=["a", "b"], num_null=50)
+    assert sorted(map(tuple, report["tasks"]["a"]["top_k_heads"])) == [(0, 0), (0, 1)]
+    assert sorted(map(tuple, report["tasks"]["b"]["top_k_heads"])) == [(2, 2), (2, 3)]
+    assert report["tasks"]["a"]["trajectory"]["corr_to_base"][0] == pytest.approx(1.0)
+    assert report["tasks"]["a"]["trajectory"]["mse_to_final"][-1] == pytest.approx(0.0)
+    assert report["overlap"]["a|b"]["jaccard_top_k"] == 0.0
+    combination = report["combination"]
+    assert combination["ols"]["r2"] == pytest.approx(1.0, abs=1e-6)
+    assert combination["nnls"]["weights"] == pytest.approx({"a": 0.5, "b": 1.0}, abs=1e-5)
+    assert combination["shuffled_r2_mean"] < 0.6
+    with pytest.raises(ValueError, match="unknown tasks"):
+        analyze(steps, patterns, target="c", basis=["z"])
+
+
+def test_write_report_and_script(tmp_path):
+    planted_run(tmp_path / "run")
+    out = tmp_path / "out"
+    result = run_script(f"--run_dir={tmp_path / 'run'}", f"--out={out}", "--k=2", "--target=c",
+                        "--basis=a,b")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["combination"]["ols"]["r2"] == pytest.approx(1.0, abs=1e-6)
+    markdown = (out / "report.md").read_text()
+    images = [line[line.index("(") + 1:-1] for line in markdown.splitlines()
+              if line.startswith("![")]
+    assert "combination_nnls.png" in images and "final_patterns.png" in images
+    assert len(images) == 2 + 2 * 3
+    for name in images:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    bad = run_script()
+    assert bad.returncode != 0 and "exactly one of --run_dir or --checkpoints" in bad.stderr
+
+
+def test_reads_what_the_trainer_records(tiny, tmp_path):
+    config, params = tiny
+    batch = collate([{"tokens": [5, 6, 7, 8, 9], "loss_mask": [0, 0, 0, 1, 1]},
+                     {"tokens": [3, 4, 5], "loss_mask": [0, 1, 1]}], pad_token_id=0)
+    np.testing.assert_array_equal(batch["segment_ids"], [[1] * 5, [1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(batch["loss_mask"][1], [0, 1, 1, 0, 0])
+    probes = {"t": [{k: jnp.asarray(v) for k, v in batch.items()}]}
+    recorded = [record_patterns(params, probes, config, pattern_path(tmp_path, step))
+                for step in (0, 10)]
+    steps, patterns = load_run_patterns(tmp_path)
+    assert steps == [0, 10] and list(patterns) == ["t"]
+    np.testing.assert_allclose(patterns["t"], np.stack([r["t"] for r in recorded]))
+    with pytest.raises(FileNotFoundError, match="--run_dir"):
+        load_run_patterns(tmp_path / "missing")
+
+
+def test_plots_draw_every_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    figures = {
+        "heatmaps": plots.pattern_heatmaps({"a": rng.random((3, 4)), "b": rng.random((3, 4))}),
+        "separate": plots.pattern_heatmaps({"a": rng.random((3, 4))}, shared_scale=False),
+        "before_after": plots.before_after(rng.random((3, 4)), rng.random((3, 4)), title="a"),
+        "curves": plots.trajectory_curves([0, 1, 2], {"mse": [0.0, 1.0, 0.5]}),
+        "bars": plots.bars({"a": 0.5, "b": -0.2}, ylabel="weight"),
+    }
+    shared = figures["heatmaps"].axes[0].images[0].get_clim()
+    assert shared == figures["heatmaps"].axes[1].images[0].get_clim()
+    low, high = figures["before_after"].axes[2].images[0].get_clim()
+    assert low == -high
+    for name, fig in figures.items():
+        assert plots.save(fig, tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
