@@ -61,7 +61,7 @@ def test_report_measures_planted_trajectories(tmp_path):
     assert sorted(map(tuple, report["tasks"]["b"]["top_k_heads"])) == [(2, 2), (2, 3)]
     assert report["tasks"]["a"]["trajectory"]["corr_to_base"][0] == pytest.approx(1.0)
     assert report["tasks"]["a"]["trajectory"]["mse_to_final"][-1] == pytest.approx(0.0)
-    assert report["overlap"]["a|b"]["jaccard_top_k"] == 0.0
+    assert report["overlap"]["a vs b"]["jaccard_top_k"] == 0.0
     combination = report["combination"]
     assert combination["ols"]["r2"] == pytest.approx(1.0, abs=1e-6)
     assert combination["nnls"]["weights"] == pytest.approx({"a": 0.5, "b": 1.0}, abs=1e-5)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _heatmap(ax, pattern, title, **imshow):
@@ -20,6 +21,8 @@ def _heatmap(ax, pattern, title, **imshow):
     ax.set_title(title)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return image
 
 

@@ -84,7 +84,7 @@ def analyze(steps: Sequence[int], patterns: Mapping[str, np.ndarray], *, k: int 
     for i, a in enumerate(tasks):
         for b in tasks[i + 1:]:
             jac, rho = task_overlap(change[a], change[b], k=k)
-            report["overlap"][f"{a}|{b}"] = {
+            report["overlap"][f"{a} vs {b}"] = {
                 "jaccard_top_k": float(jac), "spearman": float(rho),
                 "jaccard_random_mean": float(np.mean(null)),
                 "p_jaccard_above_random": p_value(float(jac), null, alternative="greater")}
