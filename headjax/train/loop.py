@@ -64,8 +64,8 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     run_dir = Path(config.run_dir)
     total = config.train.steps
     first_process = jax.process_index() == 0
-    writer = MetricsWriter(run_dir, enabled=first_process)
     start = int(state.step)
+    writer = MetricsWriter(run_dir, enabled=first_process, resume_step=start or None)
 
     def measure(step: int, params: Any) -> None:
         if hooks.evaluate is not None and _due(step, config.eval.every, total):

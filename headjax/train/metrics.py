@@ -11,15 +11,24 @@ from typing import Any
 class MetricsWriter:
     """Append `{"step": s, **scalars}` lines to `run_dir/metrics.jsonl`; mirror them to
     TensorBoard (`run_dir/tensorboard`) when tensorboardX is installed. No-op when disabled
-    (every process but the first, in a multi-process run)."""
+    (every process but the first, in a multi-process run).
 
-    def __init__(self, run_dir: str | Path, *, enabled: bool = True):
+    resume_step: when resuming, records after this step (written by the interrupted run past its
+    last checkpoint) are dropped so that every step appears once.
+    """
+
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True,
+                 resume_step: int | None = None):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
