@@ -217,3 +217,27 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)
     assert int(state.step) == 8 and len(evaluated) == 4
     assert (tmp_path / "patterns" / "step_000008.npz").exists()
+
+
+def test_remat_and_bfloat16_steps_agree_with_float32(tiny):
+    from headjax.train.trainer import model_config_for_training
+
+    config, params = tiny
+    schedule = optax.constant_schedule(1.0)
+    optimizer = optax.sgd(schedule)  # parameter change = -gradient
+    state, batch = create_state(params, optimizer, 0), fixed_batch()
+
+    def run(dtype, remat):
+        run_config = default_config()
+        run_config.model.update(dtype=dtype, remat=remat)
+        model = model_config_for_training(config, run_config)
+        assert (model.dtype, model.remat) == (dtype, remat)
+        return jax.jit(make_train_step(model, optimizer, schedule))(state, batch)
+
+    (plain, m_plain), (remat, m_remat) = run("float32", "none"), run("float32", "full")
+    np.testing.assert_allclose(m_remat["grad_norm"], m_plain["grad_norm"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(remat.params), jax.tree.leaves(plain.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+    half, m_half = run("bfloat16", "dots")
+    assert jax.tree.leaves(half.params)[0].dtype == jnp.float32  # master weights stay f32
+    np.testing.assert_allclose(m_half["loss"], m_plain["loss"], rtol=2e-2)
