@@ -2,7 +2,7 @@
 
 from headjax.train.config import default_config
 
-TASKS = ("basic_arithmetic", "leg_counting", "letter_counting", "word_sorting")
+TASKS = ("basic_arithmetic", "chain_sum", "products", "word_sorting", "leg_counting")
 
 
 def get_config():

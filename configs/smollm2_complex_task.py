@@ -1,5 +1,7 @@
-"""SFT of SmolLM2-135M-Instruct on a composite task, with its basic tasks probed alongside, to
-watch the complex task's pattern form from the basic ones (the paper's combination analysis)."""
+"""SFT of SmolLM2-135M-Instruct on a complex task (GSM8K-style word problems), with the basic
+tasks it combines probed alongside, to fit its pattern change from theirs (the paper's Finding 2:
+`python scripts/analyze.py --run_dir runs/smollm2_complex_task --target gsm_symbolic
+--basis basic_arithmetic,chain_sum,products`)."""
 
 from headjax.train.config import default_config
 
@@ -7,8 +9,8 @@ from headjax.train.config import default_config
 def get_config():
     c = default_config()
     c.run_dir = "runs/smollm2_complex_task"
-    c.data.tasks = ("chain_sum",)
-    c.data.max_len = 192
+    c.data.tasks = ("gsm_symbolic",)
+    c.data.max_len = 256
     c.data.train_samples = 4000
     c.train.steps = 400
     c.train.batch_size = 16
@@ -17,6 +19,6 @@ def get_config():
     c.checkpoint.every = 100
     c.eval.every = 100
     c.eval.max_new_tokens = 32
-    c.heads.tasks = ("chain_sum", "basic_arithmetic", "leg_counting")
+    c.heads.tasks = ("gsm_symbolic", "basic_arithmetic", "chain_sum", "products")
     c.heads.every = 25
     return c
