@@ -1,19 +1,15 @@
-"""Figures for the analyses (matplotlib, Agg backend). Each function returns a `Figure`; save it
-with `save(fig, path)`. Patterns are `[layers, heads]`, drawn with layers on the y axis."""
+"""Figures for the analyses. Each function returns a matplotlib `Figure` built with the object API
+(no pyplot state, no backend switch: it renders through the Agg canvas, and a notebook displays
+it inline); save it with `save(fig, path)`. Patterns are `[layers, heads]`, layers on the y axis."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _heatmap(ax, pattern, title, **imshow):
@@ -30,8 +26,8 @@ def pattern_heatmaps(patterns: Mapping[str, np.ndarray], *, shared_scale: bool =
                      cmap: str = "viridis", label: str = "activation") -> Figure:
     """One layer x head heatmap per task; one colour scale across tasks when `shared_scale`."""
     names = list(patterns)
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(4 * len(names), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)
     arrays = [np.asarray(patterns[n]) for n in names]
     scale = ({"vmin": min(a.min() for a in arrays), "vmax": max(a.max() for a in arrays)}
              if shared_scale else {})
@@ -49,7 +45,8 @@ def before_after(before: np.ndarray, after: np.ndarray, *, title: str = "") -> F
     diverging scale centred on 0."""
     before, after = np.asarray(before), np.asarray(after)
     diff = after - before
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
+    fig = Figure(figsize=(12, 3.5), layout="constrained")
+    axes = fig.subplots(1, 3)
     scale = {"vmin": min(before.min(), after.min()), "vmax": max(before.max(), after.max())}
     _heatmap(axes[0], before, "before", **scale)
     image = _heatmap(axes[1], after, "after", **scale)
@@ -65,7 +62,8 @@ def before_after(before: np.ndarray, after: np.ndarray, *, title: str = "") -> F
 def trajectory_curves(steps: Sequence[int], curves: Mapping[str, np.ndarray], *,
                       ylabel: str = "", title: str = "") -> Figure:
     """One line per named curve over training steps (e.g. MSE / correlation to base and final)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
     for name, values in curves.items():
         ax.plot(steps, np.asarray(values), marker="o", label=name)
     ax.set_xlabel("step")
@@ -77,7 +75,8 @@ def trajectory_curves(steps: Sequence[int], curves: Mapping[str, np.ndarray], *,
 
 def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "") -> Figure:
     """A bar per named value: combination weights (with R^2 in the title) or ablation effects."""
-    fig, ax = plt.subplots(figsize=(1.2 * len(values) + 2, 3.5), layout="constrained")
+    fig = Figure(figsize=(1.2 * len(values) + 2, 3.5), layout="constrained")
+    ax = fig.subplots()
     names = list(values)
     ax.bar(names, [float(values[n]) for n in names])
     ax.axhline(0.0, color="black", linewidth=0.8)
@@ -88,9 +87,8 @@ def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "") -> F
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (parents created) and close it."""
+    """Write `fig` as a PNG (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
