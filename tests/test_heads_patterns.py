@@ -7,6 +7,11 @@ numpy bootstrap.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +100,34 @@ def test_bootstrap_interval_matches_numpy_bootstrap():
                         normalization="sum_to_one")
     np.testing.assert_allclose(same.low, np.full((2, 3), 1 / 6), rtol=1e-6)
     np.testing.assert_allclose(same.high, np.full((2, 3), 1 / 6), rtol=1e-6)
+
+
+SHARDED_SCRIPT = """
+import jax, numpy as np
+from headjax.heads import activation_pattern
+from headjax.model import init, param_axes, param_shapes, tiny_config
+from headjax.parallel import DEFAULT_RULES, make_mesh, tree_shardings
+config = tiny_config()
+params = init(jax.random.key(0), config)
+mesh = make_mesh({"fsdp": 2, "tensor": 2})
+shardings = tree_shardings(param_axes(config), param_shapes(config), DEFAULT_RULES, mesh)
+sharded = jax.device_put(params, shardings)
+assert len(sharded["layers"]["q_proj"].sharding.device_set) == 4
+rng = np.random.default_rng(0)
+loss_mask = np.zeros((4, 10), np.float32)
+loss_mask[:, 5:] = 1.0
+batches = [{"tokens": rng.integers(0, 128, (4, 10)).astype(np.int32), "loss_mask": loss_mask}]
+a = activation_pattern(sharded, config, batches, progress=False)
+b = activation_pattern(jax.device_put(params, jax.devices()[0]), config, batches, progress=False)
+np.testing.assert_allclose(a.per_sample, b.per_sample, rtol=1e-5, atol=1e-8)
+print("ok")
+"""
+
+
+def test_sharded_params_give_the_same_pattern():
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
+                            text=True, env=env, timeout=240)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
