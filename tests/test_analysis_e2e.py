@@ -76,9 +76,9 @@ def runs():
 
 def test_each_task_is_learned_through_its_planted_head(runs):
     base, trained, probes = runs
+    task_loss = jax.jit(lambda p, b: per_sample_loss(p, b, CONFIG).mean())
     for task, params in trained.items():
-        before = float(per_sample_loss(base, probes[task][0], CONFIG).mean())
-        after = float(per_sample_loss(params, probes[task][0], CONFIG).mean())
+        before, after = (float(task_loss(p, probes[task][0])) for p in (base, params))
         assert after < 1.0 < np.log(HIGH - LOW) < before, (task, before, after)
 
 
