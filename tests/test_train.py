@@ -212,6 +212,8 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
         [(0, 0.25), (4, 0.5), (6, 0.75)]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "6"]
     assert list((tmp_path / "tensorboard").iterdir())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["accuracy"] == {"0": {"syn": 0.25}, "4": {"syn": 0.5}, "6": {"syn": 0.75}}
 
     run.train.steps = 8  # resume from step 6: no second step-0 measurement
     state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)

@@ -4,7 +4,8 @@ Per step: next batch from a resumable iterator (anything with `__next__` and `st
 the jitted step, metrics to JSONL/TensorBoard and the progress bar. Every `checkpoint.every`
 steps the state and the iterator's `state_dict()` are saved; every `eval.every` steps accuracy per
 task is measured; every `heads.every` steps (and at step 0 and the final step) the head activation
-pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz`. A non-finite
+pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz`; at the end
+`run_dir/summary.json` holds the wall time and the accuracies measured by this call. A non-finite
 loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest checkpoint
 is the last good state.
 """
@@ -12,6 +13,7 @@ is the last good state.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -66,10 +68,12 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     first_process = jax.process_index() == 0
     start = int(state.step)
     writer = MetricsWriter(run_dir, enabled=first_process, resume_step=start or None)
+    accuracies: dict[int, dict[str, float]] = {}
+    started_run = time.perf_counter()
 
     def measure(step: int, params: Any) -> None:
         if hooks.evaluate is not None and _due(step, config.eval.every, total):
-            accuracy = hooks.evaluate(params)
+            accuracy = accuracies[step] = dict(hooks.evaluate(params))
             writer.write(step, {f"eval/accuracy/{task}": acc for task, acc in accuracy.items()})
             log.info("step %d accuracy %s", step, {t: round(a, 4) for t, a in accuracy.items()})
         if hooks.probes and _due(step, config.heads.every, total):
@@ -108,4 +112,8 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     if checkpointer is not None:
         checkpointer.wait()
     writer.close()
+    if first_process:
+        summary = {"steps": total, "resumed_from": start, "wall_time_s": time.perf_counter()
+                   - started_run, "accuracy": {str(s): a for s, a in accuracies.items()}}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return state
