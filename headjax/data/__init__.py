@@ -1,0 +1,28 @@
+"""Tasks, chat-templated tokenization with answer-only loss masks, and resumable batching."""
+
+from headjax.data.answers import extract_answer, extract_number
+from headjax.data.tasks import (
+    Example,
+    Task,
+    get_task,
+    list_tasks,
+    reasoning_gym_task,
+    register_task,
+    split_of,
+)
+from headjax.data.tokenize import ExampleTooLongError, tokenize_example, tokenize_examples
+
+__all__ = [
+    "Example",
+    "ExampleTooLongError",
+    "Task",
+    "extract_answer",
+    "extract_number",
+    "get_task",
+    "list_tasks",
+    "reasoning_gym_task",
+    "register_task",
+    "split_of",
+    "tokenize_example",
+    "tokenize_examples",
+]

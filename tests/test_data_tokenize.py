@@ -1,0 +1,68 @@
+"""Chat-templated tokenization: loss mask on answer + end-of-turn only, prompt-prefix property."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers_tokenizer import CHATML_TEMPLATE, MiniTokenizer, chatml_tokenizer, raw_tokenizer
+
+from headjax.data import Example, ExampleTooLongError, tokenize_example, tokenize_examples
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return chatml_tokenizer()
+
+
+def example(prompt="what is 3 + 4? give only the final answer.", answer="7"):
+    return Example(prompt, answer, "toy", {})
+
+
+@pytest.mark.parametrize("answer", ["7", "1 2 3", "yes, no"])
+def test_loss_mask_covers_exactly_the_answer_and_the_end_token(tokenizer, answer):
+    out = tokenize_example(example(answer=answer), tokenizer, max_len=64)
+    tokens, mask = out["tokens"], out["loss_mask"]
+    assert tokens.dtype == np.int32 and mask.dtype == np.float32 and tokens.shape == mask.shape
+    im_end = tokenizer.tokenizer.token_to_id("<|im_end|>")
+    expected = tokenizer.tokenizer.encode(answer, add_special_tokens=False).ids + [im_end]
+    assert tokens[mask == 1].tolist() == expected
+    assert set(np.unique(mask)) == {0.0, 1.0}
+    assert mask[-len(expected):].all() and not mask[:-len(expected)].any()
+    assert tokenizer.decode(tokens[mask == 1], skip_special_tokens=False) == f"{answer} <|im_end|>"
+
+
+def test_prompt_tokens_are_the_generation_prompt(tokenizer):
+    ex = example()
+    out = tokenize_example(ex, tokenizer, max_len=64)
+    rendered = ("<|im_start|>user\n" + ex.prompt + "<|im_end|>\n<|im_start|>assistant\n")
+    prompt = tokenizer.tokenizer.encode(rendered, add_special_tokens=False).ids
+    n = int((out["loss_mask"] == 0).sum())
+    assert out["tokens"][:n].tolist() == prompt
+    assert prompt[-2:] == [tokenizer.tokenizer.token_to_id("<|im_start|>"),
+                           tokenizer.tokenizer.token_to_id("assistant")]
+
+
+def test_template_whose_prompt_is_not_a_prefix_fails_clearly():
+    mismatched = CHATML_TEMPLATE.replace("{{ message['role'] }}",
+                                         "{{ 'system' if message['role'] == 'assistant' "
+                                         "else message['role'] }}")
+    bad = MiniTokenizer(raw_tokenizer(), mismatched)
+    with pytest.raises(ValueError, match="task 'toy'.*not a prefix"):
+        tokenize_example(example(), bad, max_len=64)
+
+
+def test_template_without_end_of_turn_fails_clearly():
+    no_end = CHATML_TEMPLATE.replace("<|im_end|>", "")
+    with pytest.raises(ValueError, match="no end-of-turn token"):
+        tokenize_example(example(), MiniTokenizer(raw_tokenizer(), no_end), max_len=64)
+
+
+def test_over_long_examples_are_dropped_and_counted(tokenizer):
+    length = len(tokenize_example(example(), tokenizer, max_len=64)["tokens"])
+    assert len(tokenize_example(example(), tokenizer, max_len=length)["tokens"]) == length
+    with pytest.raises(ExampleTooLongError, match=f"{length} tokens > max_len {length - 1}"):
+        tokenize_example(example(), tokenizer, max_len=length - 1)
+    examples = [example(), example(prompt="what is 1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9?"),
+                example(answer="3")]
+    kept, indices, dropped = tokenize_examples(examples, tokenizer, max_len=length)
+    assert (len(kept), indices, dropped) == (2, [0, 2], 1)
