@@ -1,6 +1,7 @@
 """Tasks, chat-templated tokenization with answer-only loss masks, and resumable batching."""
 
 from headjax.data.answers import extract_answer, extract_number
+from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows
 from headjax.data.tasks import (
     Example,
     Task,
@@ -13,13 +14,17 @@ from headjax.data.tasks import (
 from headjax.data.tokenize import ExampleTooLongError, tokenize_example, tokenize_examples
 
 __all__ = [
+    "Batcher",
     "Example",
     "ExampleTooLongError",
     "Task",
+    "bucket_length",
+    "default_buckets",
     "extract_answer",
     "extract_number",
     "get_task",
     "list_tasks",
+    "pack_rows",
     "reasoning_gym_task",
     "register_task",
     "split_of",
