@@ -1,0 +1,220 @@
+"""`TextTokenizer`: a `tokenizers.Tokenizer` plus special tokens and a Jinja chat template.
+
+Loads from a `tokenizer.json`, a Hugging Face directory, or the `tokenizer.ggml.*` metadata of a
+GGUF file (byte-level BPE, rebuilt the way transformers' GGUF integration does, without torch).
+Chat templates render with jinja2 exactly as transformers renders them (sandboxed environment,
+`trim_blocks`, `lstrip_blocks`, `raise_exception`, `strftime_now`, special tokens as variables).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Sequence
+
+import jinja2
+import jinja2.ext
+import jinja2.sandbox
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+from headjax.io.gguf import field, read_gguf
+
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# `tokenizer.ggml.pre` values whose merges were learned on a split other than GPT-2's; any other
+# value gets GPT-2's byte-level split (as transformers does).
+GGUF_PRE_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT,
+                   "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
+                   "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
+GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def _template_environment() -> jinja2.Environment:
+    """The sandboxed jinja2 environment transformers renders chat templates in."""
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(format):
+        return datetime.datetime.now().strftime(format)
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def _token_text(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+class TextTokenizer:
+    """Text <-> token ids, special tokens and the chat template of one model.
+
+    Attributes: eos_token_id, pad_token_id (eos when the model has no pad token), bos_token_id
+    (None when absent), stop_token_ids (eos plus `stop_tokens`), vocab_size (added tokens
+    included), chat_template (Jinja source or None), and the token strings `eos_token`,
+    `pad_token`, `bos_token`, `unk_token`.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, eos_token: str, chat_template: str | None = None,
+                 pad_token: str | None = None, bos_token: str | None = None,
+                 unk_token: str | None = None, stop_tokens: Sequence[str] = ()):
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.eos_token, self.bos_token, self.unk_token = eos_token, bos_token, unk_token
+        self.pad_token = pad_token or eos_token
+        self.eos_token_id = self._id(eos_token, "eos_token")
+        self.pad_token_id = self._id(self.pad_token, "pad_token")
+        self.bos_token_id = self._id(bos_token, "bos_token") if bos_token else None
+        extra = tuple(self._id(t, "stop_tokens") for t in stop_tokens)
+        self.stop_token_ids = (self.eos_token_id,) + tuple(i for i in extra
+                                                           if i != self.eos_token_id)
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self._template = (_template_environment().from_string(chat_template)
+                          if chat_template else None)
+
+    def _id(self, token: str, name: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"TextTokenizer: {name} {token!r} is not in the vocabulary")
+        return token_id
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text` (special tokens written in the text are matched whole)."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of token `ids`."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        """`messages` ([{"role", "content"}]) rendered with the chat template, as transformers
+        renders it."""
+        if self._template is None:
+            raise ValueError("TextTokenizer: this tokenizer has no chat template")
+        return self._template.render(
+            messages=messages, add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "", eos_token=self.eos_token,
+            pad_token=self.pad_token, unk_token=self.unk_token or "")
+
+    @classmethod
+    def from_file(cls, tokenizer_json_path: str, chat_template: str | None = None, *,
+                  eos_token: str, **special_tokens) -> TextTokenizer:
+        """From a `tokenizer.json` file; special tokens given by their text."""
+        if not os.path.isfile(tokenizer_json_path):
+            raise FileNotFoundError(f"{tokenizer_json_path}: no such file")
+        try:
+            tokenizer = Tokenizer.from_file(tokenizer_json_path)
+        except Exception as err:  # tokenizers raises a bare Exception on bad JSON
+            raise ValueError(f"{tokenizer_json_path}: not a readable tokenizer.json ({err})"
+                             ) from err
+        return cls(tokenizer, chat_template=chat_template, eos_token=eos_token, **special_tokens)
+
+    @classmethod
+    def from_hf_dir(cls, path: str) -> TextTokenizer:
+        """From a Hugging Face directory: tokenizer.json, tokenizer_config.json and the chat
+        template (in tokenizer_config.json or chat_template.jinja)."""
+        config_path = os.path.join(path, "tokenizer_config.json")
+        config = {}
+        if os.path.isfile(config_path):
+            with open(config_path) as f:
+                config = json.load(f)
+        template = config.get("chat_template")
+        template_path = os.path.join(path, "chat_template.jinja")
+        if template is None and os.path.isfile(template_path):
+            with open(template_path) as f:
+                template = f.read()
+        eos = _token_text(config.get("eos_token"))
+        if eos is None:
+            raise ValueError(f"{config_path}: no 'eos_token'")
+        return cls.from_file(os.path.join(path, "tokenizer.json"), template, eos_token=eos,
+                             pad_token=_token_text(config.get("pad_token")),
+                             bos_token=_token_text(config.get("bos_token")),
+                             unk_token=_token_text(config.get("unk_token")))
+
+    @classmethod
+    def from_gguf(cls, path: str) -> TextTokenizer:
+        """From the `tokenizer.ggml.*` metadata and `tokenizer.chat_template` of a GGUF file."""
+        reader = read_gguf(path)
+        kind = field(reader, "tokenizer.ggml.model")
+        if kind != "gpt2":
+            raise ValueError(f"{path}: metadata 'tokenizer.ggml.model': tokenizer {kind!r} is not "
+                             "supported (supported: 'gpt2' byte-level BPE)")
+        tokens = field(reader, "tokenizer.ggml.tokens")
+        merges = field(reader, "tokenizer.ggml.merges")
+        if tokens is None or merges is None:
+            raise ValueError(f"{path}: metadata 'tokenizer.ggml.tokens'/'merges' missing")
+        types = field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
+        spelling = _bytes_to_unicode()
+        alphabet = set(spelling.values())
+        vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode())): i
+                 for i, t in enumerate(tokens)}
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges],
+                                         fuse_unk=False, byte_fallback=False))
+        split = GGUF_PRE_SPLITS.get(field(reader, "tokenizer.ggml.pre"))
+        tokenizer.pre_tokenizer = (
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True) if split is None
+            else pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens([
+            AddedToken(t, normalized=False, special=True)
+            for t, kind in zip(tokens, types, strict=True)
+            if kind == GGUF_CONTROL and set(t) <= alphabet])
+        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False)
+                              for t, kind in zip(tokens, types, strict=True)
+                              if kind == GGUF_USER_DEFINED and t in vocab])
+
+        def special(key: str) -> str | None:
+            token_id = field(reader, f"tokenizer.ggml.{key}")
+            return None if token_id is None else tokens[token_id]
+
+        if special("eos_token_id") is None:
+            raise ValueError(f"{path}: metadata 'tokenizer.ggml.eos_token_id' missing")
+        return cls(tokenizer, chat_template=field(reader, "tokenizer.chat_template"),
+                   eos_token=special("eos_token_id"), pad_token=special("padding_token_id"),
+                   bos_token=special("bos_token_id"), unk_token=special("unknown_token_id"))
+
+    def save(self, directory: str) -> None:
+        """Write tokenizer.json and tokenizer_config.json (with the chat template) into
+        `directory`, loadable by transformers' AutoTokenizer."""
+        os.makedirs(directory, exist_ok=True)
+        self.tokenizer.save(os.path.join(directory, "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False,
+                  "add_eos_token": False, "clean_up_tokenization_spaces": False,
+                  "eos_token": self.eos_token, "pad_token": self.pad_token,
+                  "bos_token": self.bos_token, "unk_token": self.unk_token}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
