@@ -1,8 +1,9 @@
 """A hermetic ChatML tokenizer for data tests: word-level vocabulary, no downloads.
 
 Words and single punctuation marks are tokens; `<|im_start|>`, `<|im_end|>` and `<|endoftext|>`
-are special tokens. `MiniTokenizer` gives it the `headjax.io.tokenizer.TextTokenizer` interface
-(encode, decode, apply_chat_template, special token ids) that the data pipeline uses.
+are special tokens. `wrap` puts it in `headjax.io.tokenizer.TextTokenizer` when that module is
+present, else in `MiniTokenizer`, a small object with the same interface (encode, decode,
+apply_chat_template, special token ids).
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ class MiniTokenizer:
             messages=messages, add_generation_prompt=add_generation_prompt)
 
 
+def wrap(tokenizer: Tokenizer, chat_template: str):
+    """`tokenizer` with `chat_template`, EOS `<|im_end|>` and pad `<|endoftext|>`."""
+    try:
+        from headjax.io.tokenizer import TextTokenizer
+    except ImportError:
+        return MiniTokenizer(tokenizer, chat_template)
+    return TextTokenizer(tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         chat_template=chat_template, stop_tokens=("<|endoftext|>",))
+
+
 def chatml_tokenizer(extra_words: tuple[str, ...] = ()):
     """The test tokenizer (vocabulary < 128 + len(extra_words) so it fits the `tiny` model)."""
-    return MiniTokenizer(raw_tokenizer(extra_words), CHATML_TEMPLATE)
+    return wrap(raw_tokenizer(extra_words), CHATML_TEMPLATE)

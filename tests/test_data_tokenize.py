@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers_tokenizer import CHATML_TEMPLATE, MiniTokenizer, chatml_tokenizer, raw_tokenizer
+from helpers_tokenizer import CHATML_TEMPLATE, chatml_tokenizer, raw_tokenizer, wrap
 
 from headjax.data import Example, ExampleTooLongError, tokenize_example, tokenize_examples
 
@@ -46,7 +46,7 @@ def test_template_whose_prompt_is_not_a_prefix_fails_clearly():
     mismatched = CHATML_TEMPLATE.replace("{{ message['role'] }}",
                                          "{{ 'system' if message['role'] == 'assistant' "
                                          "else message['role'] }}")
-    bad = MiniTokenizer(raw_tokenizer(), mismatched)
+    bad = wrap(raw_tokenizer(), mismatched)
     with pytest.raises(ValueError, match="task 'toy'.*not a prefix"):
         tokenize_example(example(), bad, max_len=64)
 
@@ -54,7 +54,7 @@ def test_template_whose_prompt_is_not_a_prefix_fails_clearly():
 def test_template_without_end_of_turn_fails_clearly():
     no_end = CHATML_TEMPLATE.replace("<|im_end|>", "")
     with pytest.raises(ValueError, match="no end-of-turn token"):
-        tokenize_example(example(), MiniTokenizer(raw_tokenizer(), no_end), max_len=64)
+        tokenize_example(example(), wrap(raw_tokenizer(), no_end), max_len=64)
 
 
 def test_over_long_examples_are_dropped_and_counted(tokenizer):

@@ -11,7 +11,12 @@ from headjax.data.tasks import (
     register_task,
     split_of,
 )
-from headjax.data.tokenize import ExampleTooLongError, tokenize_example, tokenize_examples
+from headjax.data.tokenize import (
+    ExampleTooLongError,
+    chat_prompt,
+    tokenize_example,
+    tokenize_examples,
+)
 
 __all__ = [
     "Batcher",
@@ -19,6 +24,7 @@ __all__ = [
     "ExampleTooLongError",
     "Task",
     "bucket_length",
+    "chat_prompt",
     "default_buckets",
     "extract_answer",
     "extract_number",

@@ -24,6 +24,14 @@ def end_of_turn_ids(tokenizer) -> frozenset[int]:
     return frozenset(tuple(getattr(tokenizer, "stop_token_ids", ())) + (tokenizer.eos_token_id,))
 
 
+def chat_prompt(example: Example, tokenizer) -> str:
+    """The prompt text the model sees: `example.prompt` as a user message plus the generation
+    prompt of the tokenizer's chat template (what training conditions on and generation starts
+    from)."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}],
+                                         add_generation_prompt=True)
+
+
 def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.ndarray]:
     """{"tokens": i32[n], "loss_mask": f32[n]} of `example` in the tokenizer's chat template.
 
@@ -31,10 +39,10 @@ def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.
     tokens are not a prefix of the full conversation's tokens or no end-of-turn token follows
     the answer.
     """
-    user = [{"role": "user", "content": example.prompt}]
-    prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True)
+    prompt_text = chat_prompt(example, tokenizer)
     full_text = tokenizer.apply_chat_template(
-        user + [{"role": "assistant", "content": example.answer}], add_generation_prompt=False)
+        [{"role": "user", "content": example.prompt},
+         {"role": "assistant", "content": example.answer}], add_generation_prompt=False)
     prompt = tokenizer.encode(prompt_text, add_special_tokens=False)
     full = tokenizer.encode(full_text, add_special_tokens=False)
     if full[:len(prompt)] != prompt:

@@ -1,0 +1,58 @@
+"""Task accuracy: greedy answers to chat-templated prompts, scored by the task's own scorer."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from headjax.data import Example, Task, chat_prompt, get_task
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyResult:
+    """accuracy: mean score in [0, 1]; scores and completions (generated text) per example."""
+
+    task: str
+    accuracy: float
+    scores: tuple[float, ...]
+    completions: tuple[str, ...]
+    examples: tuple[Example, ...]
+
+
+GenerateFn = Callable[..., Sequence[str]]
+
+
+def evaluate_accuracy(params, config, tokenizer, task: str | Task,
+                      examples: Sequence[Example] | None = None, *, max_new_tokens: int,
+                      batch_size: int, num_samples: int | None = None, seed: int = 0,
+                      split: str = "test", generate_fn: GenerateFn | None = None
+                      ) -> AccuracyResult:
+    """Accuracy of the model on `examples`, or on `num_samples` examples of `task`'s `split`.
+
+    Each prompt is the chat template's user turn plus generation prompt; `generate_fn(params,
+    config, tokenizer, prompts, max_new_tokens=...)` -> completions (default
+    `headjax.eval.generate.generate_text`, greedy) runs `batch_size` prompts at a time, and the
+    task scores each completion after extracting its final answer.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if examples is None:
+        if num_samples is None:
+            raise ValueError("evaluate_accuracy: pass examples or num_samples")
+        examples = task.examples(split, num_samples, seed)
+    if not examples:
+        raise ValueError(f"evaluate_accuracy: no examples for task {task.name!r}")
+    if batch_size <= 0:
+        raise ValueError(f"evaluate_accuracy: batch_size must be positive, got {batch_size}")
+    if generate_fn is None:
+        from headjax.eval.generate import generate_text as generate_fn
+    completions: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        prompts = [chat_prompt(e, tokenizer) for e in examples[start:start + batch_size]]
+        completions += list(generate_fn(params, config, tokenizer, prompts,
+                                        max_new_tokens=max_new_tokens))
+    if len(completions) != len(examples):
+        raise ValueError(f"evaluate_accuracy: generate_fn returned {len(completions)} "
+                         f"completions for {len(examples)} prompts")
+    scores = tuple(task.score(e, c) for e, c in zip(examples, completions, strict=True))
+    return AccuracyResult(task.name, sum(scores) / len(scores), scores, tuple(completions),
+                          tuple(examples))
