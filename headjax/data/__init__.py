@@ -2,6 +2,7 @@
 
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows
+from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
 from headjax.data.tasks import (
     Example,
     Task,
@@ -22,14 +23,18 @@ __all__ = [
     "Batcher",
     "Example",
     "ExampleTooLongError",
+    "LoadedExamples",
+    "MalformedRowError",
     "Task",
     "bucket_length",
     "chat_prompt",
     "default_buckets",
     "extract_answer",
     "extract_number",
+    "file_task",
     "get_task",
     "list_tasks",
+    "load_examples",
     "pack_rows",
     "reasoning_gym_task",
     "register_task",

@@ -46,7 +46,8 @@ class Example:
 class Task:
     """A named task.
 
-    draw: (seed, count) -> `count` candidate examples (any split; `examples` filters them).
+    draw: (seed, count) -> candidate examples, about `count` of them and at least one (any split;
+      `examples` filters them).
     grade: (example, extracted answer text) -> score in [0, 1].
     extract: model output text -> final answer text.
     """
@@ -90,7 +91,10 @@ class Task:
 
     def _candidates(self, split: str, seed: int) -> Iterator[Example]:
         for round_ in range(1 << 30):
-            yield from self.draw(_derived_seed(seed, SPLITS.index(split), round_), _CHUNK)
+            candidates = self.draw(_derived_seed(seed, SPLITS.index(split), round_), _CHUNK)
+            if not candidates:
+                raise ValueError(f"task {self.name!r}: draw returned no examples")
+            yield from candidates
 
     def score(self, example: Example, model_answer_text: str) -> float:
         """Score in [0, 1] of the model's output text for `example` (rounded to 1e-9, as

@@ -1,0 +1,96 @@
+"""Task files: JSONL/JSON/parquet rows, chat messages, malformed rows named or skipped."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+
+from headjax.data import split_of
+from headjax.data.files import MalformedRowError, file_task, load_examples
+
+ROWS = [{"prompt": f"what is {i} + {i}?", "answer": str(2 * i)} for i in range(60)]
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "json_data", "parquet", "messages"])
+def test_every_format_loads_the_same_examples(tmp_path, fmt):
+    if fmt == "jsonl":
+        path = write_jsonl(tmp_path / "t.jsonl", [json.dumps(r) for r in ROWS])
+    elif fmt == "json":
+        (path := tmp_path / "t.json").write_text(json.dumps(ROWS))
+    elif fmt == "json_data":
+        (path := tmp_path / "t.json").write_text(json.dumps({"data": ROWS}))
+    elif fmt == "parquet":
+        datasets.Dataset.from_list(ROWS).to_parquet(str(path := tmp_path / "t.parquet"))
+    else:
+        chats = [{"messages": [{"role": "user", "content": r["prompt"]},
+                               {"role": "assistant", "content": r["answer"]}]} for r in ROWS]
+        path = write_jsonl(tmp_path / "t.jsonl", [json.dumps(c) for c in chats])
+    loaded = load_examples(path, "sums")
+    assert [(e.prompt, e.answer, e.task) for e in loaded.examples] == [
+        (r["prompt"], r["answer"], "sums") for r in ROWS]
+    assert loaded.skipped == ()
+
+
+def test_custom_fields_and_numeric_answers(tmp_path):
+    path = write_jsonl(tmp_path / "q.jsonl", ['{"question": "how many legs 2?", "target": 8}'])
+    loaded = load_examples(path, "legs", prompt_field="question", answer_field="target")
+    assert (loaded.examples[0].prompt, loaded.examples[0].answer) == ("how many legs 2?", "8")
+
+
+BAD_LINES = [
+    ('{"prompt": "a", "answer": "1"', "invalid JSON"),
+    ('{"prompt": "a"}', "field 'answer' must be text, got None"),
+    ('{"prompt": "  ", "answer": "1"}', "field 'prompt' is empty"),
+    ('{"prompt": ["a"], "answer": "1"}', "field 'prompt' must be text"),
+    ('[1, 2]', "expected an object, got list"),
+    ('{"messages": [{"role": "assistant", "content": "1"}]}',
+     "messages must be one user then one assistant"),
+]
+
+
+@pytest.mark.parametrize("bad, problem", BAD_LINES)
+def test_malformed_row_error_names_file_and_line(tmp_path, bad, problem):
+    good = json.dumps(ROWS[0])
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, "", good, bad, good])
+    with pytest.raises(MalformedRowError, match=f"bad.jsonl:line 4: {problem}"):
+        load_examples(path, "t")
+
+
+def test_malformed_rows_can_be_skipped_and_counted(tmp_path):
+    lines = [json.dumps(r) for r in ROWS[:3]] + [bad for bad, _ in BAD_LINES]
+    loaded = load_examples(write_jsonl(tmp_path / "mixed.jsonl", lines), "t",
+                           skip_malformed=True)
+    assert len(loaded.examples) == 3 and len(loaded.skipped) == len(BAD_LINES)
+    assert loaded.skipped[0].endswith("mixed.jsonl:line 4: invalid JSON (Expecting ',' "
+                                      "delimiter at column 30)")
+    (path := tmp_path / "rows.json").write_text(json.dumps([ROWS[0], {"answer": "1"}]))
+    with pytest.raises(MalformedRowError, match="rows.json:row 1: field 'prompt'"):
+        load_examples(path, "t")
+
+
+def test_bad_paths_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
+        load_examples(tmp_path / "missing.jsonl", "t")
+    (csv := tmp_path / "t.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unsupported file type '.csv'"):
+        load_examples(csv, "t")
+
+
+def test_file_task_splits_by_question_and_scores(tmp_path):
+    path = write_jsonl(tmp_path / "sums.jsonl", [json.dumps(r) for r in ROWS])
+    task = file_task("sums", path, grading="number")
+    n_test = sum(split_of(r["prompt"]) == "test" for r in ROWS)
+    test = task.examples("test", n_test, seed=0)
+    train = task.examples("train", 60 - n_test, seed=0)
+    assert sorted(e.prompt for e in test + train) == sorted(r["prompt"] for r in ROWS)
+    assert task.score(test[0], f"It is {test[0].answer}.") == 1.0
+    assert task.score(test[0], "It is 1000.") == 0.0
+    with pytest.raises(ValueError, match="too small"):
+        task.examples("test", n_test + 1, seed=0)
