@@ -11,7 +11,7 @@ def get_config():
     c.data.tasks = TASKS
     c.data.weights = (1.0,) * len(TASKS)
     c.data.max_len = 128
-    c.data.train_samples = 4000
+    c.data.train_samples = 1000
     c.train.steps = 300
     c.train.batch_size = 16
     c.train.lr = 5e-5

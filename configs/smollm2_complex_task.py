@@ -11,7 +11,7 @@ def get_config():
     c.run_dir = "runs/smollm2_complex_task"
     c.data.tasks = ("gsm_symbolic",)
     c.data.max_len = 256
-    c.data.train_samples = 4000
+    c.data.train_samples = 1000
     c.train.steps = 400
     c.train.batch_size = 16
     c.train.lr = 5e-5

@@ -14,7 +14,6 @@ def get_config():
     c.data.tasks = ("basic_arithmetic",)
     c.data.max_len = 64
     c.data.train_samples = 1000
-    c.data.eval_samples = 64
     c.train.steps = 60
     c.train.batch_size = 8
     c.train.lr = 1e-4

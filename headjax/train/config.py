@@ -36,8 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.weights = ()  # mixture weights, one per task; empty = uniform
     c.data.max_len = 128
     c.data.packing = False
-    c.data.train_samples = 2000
-    c.data.eval_samples = 64
+    c.data.train_samples = 2000  # per task
     c.data.seed = 0
 
     c.train = ml_collections.ConfigDict()
@@ -106,7 +105,7 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "train.grad_accum", "train.log_every", "checkpoint.keep", "eval.samples",
             "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-                "checkpoint.every", "eval.every", "heads.every", "data.eval_samples")
+                "checkpoint.every", "eval.every", "heads.every")
 
 
 def _type_ok(value: Any, default: Any) -> bool:

@@ -28,31 +28,24 @@ def load_model(config: ml_collections.ConfigDict):
     return load_pretrained(config.model.pretrained, dtype=config.model.param_dtype)
 
 
-def samples_per_task(config: ml_collections.ConfigDict) -> dict[str, int]:
-    """Training examples drawn from each task: `data.train_samples` split by `data.weights`."""
-    tasks = tuple(config.data.tasks)
-    weights = tuple(config.data.weights) or (1.0,) * len(tasks)
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"config.data.weights: need non-negative weights with a positive sum, "
-                         f"got {weights}")
-    total = sum(weights)
-    return {t: max(1, round(config.data.train_samples * w / total))
-            for t, w in zip(tasks, weights, strict=True) if w > 0}
-
-
 def train_batches(config: ml_collections.ConfigDict, tokenizer) -> BatchFactory:
-    """Factory of resumable training batch iterators (`headjax.data.Batcher`)."""
+    """Factory of resumable training batch iterators (`headjax.data.Batcher`) over
+    `data.train_samples` examples of each task, mixed by `data.weights` (default: uniform)."""
     from headjax.data import Batcher, get_task
 
+    tasks = tuple(config.data.tasks)
     examples = []
-    for index, (task, count) in enumerate(samples_per_task(config).items()):
-        examples += get_task(task).examples("train", count, config.data.seed + index)
+    for index, task in enumerate(tasks):
+        examples += get_task(task).examples("train", config.data.train_samples,
+                                            config.data.seed + index)
+    weights = dict(zip(tasks, config.data.weights, strict=True)) if config.data.weights else None
 
     def make(state: dict | None):
-        batcher = Batcher(examples, tokenizer, batch_size=config.train.batch_size,
-                          max_len=config.data.max_len, packing=config.data.packing,
-                          seed=config.data.seed)
-        return batcher if state is None else Batcher.from_state(state, examples, tokenizer)
+        if state is not None:
+            return Batcher.from_state(state, examples, tokenizer)
+        return Batcher(examples, tokenizer, batch_size=config.train.batch_size,
+                       max_len=config.data.max_len, packing=config.data.packing,
+                       seed=config.data.seed, weights=weights)
 
     return make
 
