@@ -74,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 50  # steps; 0 = only at the end
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
+    c.checkpoint.export_final = True  # run_dir/final_model: a model dir load_pretrained reads
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 50  # steps; 0 = only before and after training

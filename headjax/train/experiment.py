@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -99,6 +101,27 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
     params, model_config, tokenizer = load_model(config)
     hooks = Hooks(evaluate=accuracy_hook(config, model_config, tokenizer),
                   probes=probe_hook(config, tokenizer))
-    return train(config, model_config=model_config, params=params,
-                 make_batches=train_batches(config, tokenizer), hooks=hooks,
-                 mask=parameter_mask(config, model_config))
+    state = train(config, model_config=model_config, params=params,
+                  make_batches=train_batches(config, tokenizer), hooks=hooks,
+                  mask=parameter_mask(config, model_config))
+    if config.checkpoint.export_final:
+        export_final(config, state, model_config, tokenizer)
+    return state
+
+
+def export_final(config: ml_collections.ConfigDict, state: TrainState, model_config,
+                 tokenizer) -> Path | None:
+    """Write the trained params as `run_dir/final_model` (a native model directory that
+    `load_pretrained` and `scripts/analyze.py --checkpoints` read); None when skipped."""
+    from headjax.io.native import save_native
+
+    path = Path(config.run_dir) / "final_model"
+    if jax.process_count() > 1:
+        log.warning("final model export skipped in a multi-process run; use the checkpoints")
+        return None
+    if path.exists():
+        log.warning("%s exists (a finished run was resumed); not overwriting it", path)
+        return None
+    save_native(str(path), jax.device_get(state.params), model_config, tokenizer)
+    log.info("final model written to %s", path)
+    return path
