@@ -104,7 +104,7 @@ class Batcher:
                              f"{max_len} tokens")
         self._pool = {t: [x for x, i in zip(tokenized, kept, strict=True) if examples[i].task == t]
                       for t in self.task_names}
-        self.weights = self._mixture(weights)
+        self.mixture = self._mixture(weights)
         self.pad_id = tokenizer.pad_token_id
         self.draws = 0
         self.picks = dict.fromkeys(self.task_names, 0)
@@ -112,22 +112,27 @@ class Batcher:
         self._epoch_order = functools.lru_cache(maxsize=2 * len(self.task_names))(
             self._epoch_order)
 
-    def _mixture(self, weights: Mapping[str, float] | None) -> np.ndarray:
+    def _mixture(self, weights: Mapping[str, float] | None) -> dict[str, float]:
+        """{task: unnormalised weight}; stored as given so a resumed batcher normalises the
+        same numbers into bit-identical sampling probabilities."""
         if weights is None:
-            w = np.array([len(self._pool[t]) for t in self.task_names], np.float64)
-        else:
-            unknown = sorted(set(weights) - set(self.task_names))
-            if unknown:
-                raise ValueError(f"data: weights name tasks without examples: {unknown}")
-            w = np.array([weights.get(t, 0.0) for t in self.task_names], np.float64)
-        if (w < 0).any() or w.sum() <= 0:
+            return {t: float(len(self._pool[t])) for t in self.task_names}
+        unknown = sorted(set(weights) - set(self.task_names))
+        if unknown:
+            raise ValueError(f"data: weights name tasks without examples: {unknown}")
+        mixture = {t: float(weights.get(t, 0.0)) for t in self.task_names}
+        if min(mixture.values()) < 0 or sum(mixture.values()) <= 0:
             raise ValueError(f"data: mixture weights must be non-negative with a positive sum, "
-                             f"got {dict(zip(self.task_names, w.tolist(), strict=True))}")
+                             f"got {mixture}")
+        return mixture
+
+    def _probabilities(self) -> np.ndarray:
+        w = np.array([self.mixture[t] for t in self.task_names], np.float64)
         return w / w.sum()
 
     def _choice_block(self, block: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 0, block])
-        return rng.choice(len(self.task_names), size=_CHOICE_BLOCK, p=self.weights)
+        return rng.choice(len(self.task_names), size=_CHOICE_BLOCK, p=self._probabilities())
 
     def _epoch_order(self, task_id: int, epoch: int) -> np.ndarray:
         size = len(self._pool[self.task_names[task_id]])
@@ -178,7 +183,7 @@ class Batcher:
         return {"version": _STATE_VERSION, "draws": self.draws, "picks": dict(self.picks),
                 "seed": self.seed, "batch_size": self.batch_size, "max_len": self.max_len,
                 "packing": self.packing, "buckets": list(self.buckets),
-                "weights": dict(zip(self.task_names, self.weights.tolist(), strict=True)),
+                "weights": dict(self.mixture),
                 "fingerprint": self.fingerprint}
 
     @classmethod
