@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 
@@ -87,10 +88,10 @@ class Task:
             chosen.append(candidate)
             if len(chosen) == n:
                 return chosen
-        raise AssertionError("unreachable: the candidate stream is unbounded")
+        raise AssertionError("the candidate stream is endless")
 
     def _candidates(self, split: str, seed: int) -> Iterator[Example]:
-        for round_ in range(1 << 30):
+        for round_ in itertools.count():
             candidates = self.draw(_derived_seed(seed, SPLITS.index(split), round_), _CHUNK)
             if not candidates:
                 raise ValueError(f"task {self.name!r}: draw returned no examples")
