@@ -120,3 +120,21 @@ def test_plots_draw_every_figure(tmp_path):
     assert low == -high
     for name, fig in figures.items():
         assert plots.save(fig, tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_probe_batches_are_bucketed_chat_templated_examples():
+    from helpers_tokenizer import chatml_tokenizer
+
+    from headjax.data import get_task, tokenize_example
+    from headjax.heads.report import probe_batches
+
+    tokenizer = chatml_tokenizer()
+    batches = probe_batches("leg_counting", tokenizer, num_samples=5, batch_size=2, max_len=200)
+    assert [b["tokens"].shape[0] for b in batches] == [2, 2, 1]
+    assert all(b["tokens"].shape[1] in (16, 32, 64, 128, 200) for b in batches)
+    first = tokenize_example(get_task("leg_counting").examples("test", 5, 0)[0], tokenizer, 200)
+    n = len(first["tokens"])
+    np.testing.assert_array_equal(batches[0]["tokens"][0, :n], first["tokens"])
+    np.testing.assert_array_equal(batches[0]["loss_mask"][0, :n], first["loss_mask"])
+    assert not batches[0]["loss_mask"][0, n:].any()
+    assert (batches[0]["tokens"][0, n:] == tokenizer.pad_token_id).all()
