@@ -3,6 +3,7 @@
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows
 from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
+from headjax.data.probe import probe_batches
 from headjax.data.tasks import (
     Example,
     Task,
@@ -36,6 +37,7 @@ __all__ = [
     "list_tasks",
     "load_examples",
     "pack_rows",
+    "probe_batches",
     "reasoning_gym_task",
     "register_task",
     "split_of",
