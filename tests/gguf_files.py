@@ -1,0 +1,91 @@
+"""Test helper: write small llama GGUF files from Hugging Face-layout tensors, as llama.cpp's
+`convert_hf_to_gguf.py` does (q/k rows permuted to the interleaved RoPE layout)."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+
+HF_TO_GGUF = {
+    "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
+    """Verbatim the permutation of llama.cpp's `LlamaModel.permute` (convert_hf_to_gguf.py)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape))
+
+
+def byte_level_vocab() -> tuple[list[str], list[int], list[str]]:
+    """(tokens, token types, merges): the 256 GPT-2 byte characters, two merges, one control."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars, extra = [], 0
+    for byte in range(256):
+        chars.append(chr(byte) if byte in printable else chr(256 + extra))
+        extra += byte not in printable
+    tokens = chars + ["Ġt", "he", "<|eot|>"]
+    types = [1] * (len(tokens) - 1) + [3]
+    return tokens, types, ["Ġ t", "h e"]
+
+
+def write_llama_gguf(path: str, hf_tensors: dict[str, np.ndarray], hf_config: dict, *,
+                     quant: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32,
+                     raw_override: dict[str, tuple[np.ndarray, int]] | None = None) -> None:
+    """Write `hf_tensors` (HF names, torch layout, f32) as a llama GGUF.
+
+    Matrices are stored as `quant`, 1-d tensors as F32. `raw_override` maps a GGUF tensor name to
+    (raw bytes array, raw GGML type id) written as is.
+    """
+    heads, kv = hf_config["num_attention_heads"], hf_config["num_key_value_heads"]
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(hf_config["num_hidden_layers"])
+    writer.add_context_length(hf_config["max_position_embeddings"])
+    writer.add_embedding_length(hf_config["hidden_size"])
+    writer.add_feed_forward_length(hf_config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_rope_freq_base(hf_config["rope_theta"])
+    writer.add_layer_norm_rms_eps(hf_config["rms_norm_eps"])
+    writer.add_rope_dimension_count(hf_config["hidden_size"] // heads)
+    tokens, types, merges = byte_level_vocab()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_eos_token_id(len(tokens) - 1)
+    writer.add_chat_template("{% for m in messages %}{{ m['content'] }}<|eot|>{% endfor %}")
+    raw_override = raw_override or {}
+    for name, tensor in hf_tensors.items():
+        if name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        elif name == "lm_head.weight":
+            out = "output.weight"
+        else:
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            out = f"blk.{layer}.{HF_TO_GGUF[rest]}"
+            if rest == "self_attn.q_proj.weight":
+                tensor = llama_cpp_permute(tensor, heads, heads)
+            elif rest == "self_attn.k_proj.weight":
+                tensor = llama_cpp_permute(tensor, heads, kv)
+        if out in raw_override:
+            data, raw_type = raw_override[out]
+            writer.add_tensor(out, data, raw_shape=tensor.shape, raw_dtype=raw_type)
+        elif tensor.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(out, gguf.quants.quantize(tensor, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(out, np.ascontiguousarray(tensor, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
