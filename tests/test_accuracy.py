@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import jax
+import numpy as np
 import pytest
 from helpers_tokenizer import chatml_tokenizer
 
-from headjax.data import get_task
+from headjax.data import Example, chat_prompt, get_task
 from headjax.eval.accuracy import evaluate_accuracy
+from headjax.model import forward
 
 
 def scripted_generate(answers: dict[str, str], calls: list[list[str]]):
@@ -28,8 +33,12 @@ def test_accuracy_counts_correct_completions_over_rendered_prompts():
     calls: list[list[str]] = []
     result = evaluate_accuracy(None, None, tokenizer, "chain_sum", examples, max_new_tokens=8,
                                batch_size=4, generate_fn=scripted_generate(answers, calls))
-    assert result.accuracy == pytest.approx(0.7)
+    assert result.accuracy == pytest.approx(0.7) and result.n == 10
     assert result.scores == (1.0,) * 7 + (0.0,) * 3
+    records = json.loads(json.dumps(result.to_dict()))["records"]
+    assert [r["extracted"] for r in records] == [e.answer for e in examples[:7]] + ["no idea"] * 3
+    assert [r["answer"] for r in records] == [e.answer for e in examples]
+    assert records[0]["completion"] == f"The answer is {examples[0].answer}.<|im_end|>"
     assert [len(c) for c in calls] == [4, 4, 2]
     assert sum(calls, []) == [rendered[e.prompt] for e in examples]
 
@@ -44,3 +53,28 @@ def test_accuracy_draws_held_out_examples_by_count_and_seed():
     with pytest.raises(ValueError, match="pass examples or num_samples"):
         evaluate_accuracy(None, None, chatml_tokenizer(), "leg_counting", max_new_tokens=8,
                           batch_size=8, generate_fn=scripted_generate({}, calls))
+
+
+def test_default_generator_completes_the_chat_prompts_greedily(tiny):
+    """With `generate_text`, completions equal a naive greedy decode (full forward per token,
+    no cache, no padding) of each chat-templated prompt on the tiny model."""
+    config, params = tiny
+    filler = tuple(f"w{i}" for i in range(config.vocab_size - chatml_tokenizer().vocab_size))
+    tokenizer = chatml_tokenizer(filler)  # every id the model can emit decodes to a word
+    assert tokenizer.vocab_size == config.vocab_size
+    examples = [Example("what is 3 + 4?", "7", "chain_sum", {}),
+                Example("how many legs 2 and 3 and 4?", "18", "chain_sum", {})]
+    result = evaluate_accuracy(params, config, tokenizer, "chain_sum", examples,
+                               max_new_tokens=3, batch_size=2)
+    fwd = jax.jit(forward, static_argnames="config")
+    for example, completion in zip(examples, result.completions, strict=True):
+        ids = tokenizer.encode(chat_prompt(example, tokenizer))
+        new = []
+        for _ in range(3):
+            logits = fwd(params, np.asarray([ids + new], np.int32), config).logits[0, -1]
+            new.append(int(np.argmax(logits)))
+            if new[-1] in tokenizer.stop_token_ids:
+                new.pop()
+                break
+        assert completion == tokenizer.decode(new)
+

@@ -10,13 +10,31 @@ from headjax.data import Example, Task, chat_prompt, get_task
 
 @dataclasses.dataclass(frozen=True)
 class AccuracyResult:
-    """accuracy: mean score in [0, 1]; scores and completions (generated text) per example."""
+    """accuracy: mean score in [0, 1]; per example the score, the completion (generated text)
+    and the final answer the task extracted from it."""
 
     task: str
     accuracy: float
     scores: tuple[float, ...]
     completions: tuple[str, ...]
+    extracted: tuple[str, ...]
     examples: tuple[Example, ...]
+
+    @property
+    def n(self) -> int:
+        """Number of examples scored."""
+        return len(self.scores)
+
+    def records(self) -> list[dict]:
+        """Per example: prompt, gold answer, completion, the answer extracted from it, score."""
+        return [{"prompt": e.prompt, "answer": e.answer, "completion": c, "extracted": x,
+                 "score": s} for e, c, x, s in zip(self.examples, self.completions,
+                                                   self.extracted, self.scores, strict=True)]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable {task, accuracy, n, records}."""
+        return {"task": self.task, "accuracy": self.accuracy, "n": self.n,
+                "records": self.records()}
 
 
 GenerateFn = Callable[..., Sequence[str]]
@@ -54,5 +72,6 @@ def evaluate_accuracy(params, config, tokenizer, task: str | Task,
         raise ValueError(f"evaluate_accuracy: generate_fn returned {len(completions)} "
                          f"completions for {len(examples)} prompts")
     scores = tuple(task.score(e, c) for e, c in zip(examples, completions, strict=True))
+    extracted = tuple(task.extract(c) for c in completions)
     return AccuracyResult(task.name, sum(scores) / len(scores), scores, tuple(completions),
-                          tuple(examples))
+                          extracted, tuple(examples))
