@@ -86,6 +86,9 @@ def test_register_task_refuses_silent_overwrite():
     ("so \\boxed{12} it is", "12"),
     ("7<|im_end|>\nextra text", "7"),
     ("'ainomma'", "ainomma"),
+    ("The answer is 12.\nI hope this helps!", "12"),
+    ("Answer: 3\nWait, the final answer is 5.\nThanks", "5"),
+    ("first line\nsecond line", "second line"),
     ("", ""),
 ])
 def test_extract_answer(text, expected):
@@ -98,6 +101,7 @@ def test_extract_answer(text, expected):
     ("x = 3.5", "3.5"),
     ("3 apples and 5 pears: 8", "8"),
     ("none", "none"),
+    ("The answer is 1,234.\nLet me know if you need more.", "1234"),
 ])
 def test_extract_number(text, expected):
     assert extract_number(text) == expected

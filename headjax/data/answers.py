@@ -14,16 +14,17 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 def extract_answer(text: str) -> str:
     """The final answer in `text`: the content of the last `<answer>` tag or `\\boxed{}` if any,
-    else the last non-empty line after an "answer is"/"answer:" prefix, without surrounding
-    whitespace, quotes, `**` emphasis or a trailing period. End-of-turn markers cut the text."""
+    else the last line announcing it ("... answer is X", "Answer: X") without that prefix, else
+    the last non-empty line; without surrounding whitespace, quotes, `**` emphasis or a trailing
+    period. End-of-turn markers cut the text."""
     for marker in _END_MARKERS:
         text = text.split(marker, 1)[0]
     tagged = _ANSWER_TAG.findall(text) or _BOXED.findall(text)
     if tagged:
         text = tagged[-1]
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    answer = lines[-1] if lines else ""
-    answer = _ANSWER_PREFIX.sub("", answer)
+    announced = [line for line in lines if _ANSWER_PREFIX.match(line)]
+    answer = _ANSWER_PREFIX.sub("", (announced or lines or [""])[-1])
     while (cleaned := answer.strip().strip("*\"'`").removesuffix(".")) != answer:
         answer = cleaned
     return answer
