@@ -138,3 +138,29 @@ def test_probe_batches_are_bucketed_chat_templated_examples():
     np.testing.assert_array_equal(batches[0]["loss_mask"][0, :n], first["loss_mask"])
     assert not batches[0]["loss_mask"][0, n:].any()
     assert (batches[0]["tokens"][0, n:] == tokenizer.pad_token_id).all()
+
+
+def test_script_scores_checkpoints(tiny, tmp_path):
+    from helpers_tokenizer import chatml_tokenizer
+
+    from headjax.io.native import save_native
+
+    config, params = tiny
+    tokenizer = chatml_tokenizer()
+    tuned = {**params, "layers": {**params["layers"],
+                                  "o_proj": params["layers"]["o_proj"].at[1, 2].multiply(3.0)}}
+    save_native(str(tmp_path / "base"), params, config, tokenizer)
+    save_native(str(tmp_path / "tuned"), tuned, config, tokenizer)
+    out = tmp_path / "out"
+    result = run_script(f"--checkpoints={tmp_path / 'base'},{tmp_path / 'tuned'}",
+                        "--tasks=leg_counting,basic_arithmetic", "--num_samples=4",
+                        "--batch_size=4", "--max_len=128", "--k=2", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == [0, 1] and sorted(report["tasks"]) == ["basic_arithmetic",
+                                                                      "leg_counting"]
+    head_change = np.array(report["param_change"]["head_combined"])
+    assert np.argwhere(head_change > 0).tolist() == [[1, 2]]
+    # scaling head (1, 2)'s output projection changes the model, hence every pattern
+    assert min(report["param_change"]["pattern_to_param_ratio"].values()) > 0
+    assert (out / "report.md").exists()
