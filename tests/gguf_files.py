@@ -37,13 +37,16 @@ def byte_level_vocab() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, ["Ġ t", "h e"]
 
 
+Q = gguf.GGMLQuantizationType
+
+
 def write_llama_gguf(path: str, hf_tensors: dict[str, np.ndarray], hf_config: dict, *,
-                     quant: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32,
-                     raw_override: dict[str, tuple[np.ndarray, int]] | None = None) -> None:
+                     quant: Q = Q.F32,
+                     raw_override: dict[str, tuple[np.ndarray, Q]] | None = None) -> None:
     """Write `hf_tensors` (HF names, torch layout, f32) as a llama GGUF.
 
     Matrices are stored as `quant`, 1-d tensors as F32. `raw_override` maps a GGUF tensor name to
-    (raw bytes array, raw GGML type id) written as is.
+    (bytes `[rows, row bytes]`, GGML type) written as is.
     """
     heads, kv = hf_config["num_attention_heads"], hf_config["num_key_value_heads"]
     writer = gguf.GGUFWriter(path, "llama")
@@ -80,8 +83,8 @@ def write_llama_gguf(path: str, hf_tensors: dict[str, np.ndarray], hf_config: di
                 tensor = llama_cpp_permute(tensor, heads, kv)
         if out in raw_override:
             data, raw_type = raw_override[out]
-            writer.add_tensor(out, data, raw_shape=tensor.shape, raw_dtype=raw_type)
-        elif tensor.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(out, data, raw_dtype=raw_type)
+        elif tensor.ndim == 2 and quant != Q.F32:
             writer.add_tensor(out, gguf.quants.quantize(tensor, quant), raw_dtype=quant)
         else:
             writer.add_tensor(out, np.ascontiguousarray(tensor, np.float32))
