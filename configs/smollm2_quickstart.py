@@ -12,7 +12,7 @@ def get_config():
     c.run_dir = "runs/smollm2_quickstart"
     c.model.pretrained = "smollm2-135m-instruct"
     c.data.tasks = ("basic_arithmetic",)
-    c.data.max_len = 64
+    c.data.max_len = 96
     c.data.train_samples = 1000
     c.train.steps = 60
     c.train.batch_size = 8

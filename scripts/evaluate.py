@@ -4,7 +4,8 @@
       [--checkpoint runs/smollm2_quickstart/checkpoints]
 
 Without --checkpoint the config's pretrained model is scored; with it, the newest good step of
-that checkpoint directory (its params replace the pretrained ones).
+that checkpoint directory (its params replace the pretrained ones). Prints the accuracies as
+JSON; the completions go to `--out`/eval/step_000000.jsonl.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from headjax.train.experiment import accuracy_hook, load_model
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint directory written by scripts/train.py.")
+flags.DEFINE_string("out", "runs/evaluate", "Directory for eval/step_000000.jsonl completions.")
 FLAGS = flags.FLAGS
 
 
@@ -27,10 +29,11 @@ def main(argv):
     from headjax.train.config import validate
 
     config = validate(CONFIG.value)
+    config.run_dir = FLAGS.out
     params, model_config, tokenizer = load_model(config)
     if FLAGS.checkpoint:
         params = restore_params(FLAGS.checkpoint)
-    accuracy = accuracy_hook(config, model_config, tokenizer)(params)
+    accuracy = accuracy_hook(config, model_config, tokenizer)(params, 0)
     print(json.dumps({"checkpoint": FLAGS.checkpoint or config.model.pretrained,
                       "accuracy": accuracy}, indent=2))
 

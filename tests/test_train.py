@@ -186,8 +186,8 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     probe = {k: np.asarray(v) for k, v in fixed_batch(seed=9).items()}
     evaluated = []
 
-    def evaluate(p):
-        evaluated.append(p)
+    def evaluate(p, step):
+        evaluated.append(step)
         return {"syn": 0.25 * len(evaluated)}
 
     class Batches(_Batches):
@@ -217,7 +217,7 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
 
     run.train.steps = 8  # resume from step 6: no second step-0 measurement
     state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)
-    assert int(state.step) == 8 and len(evaluated) == 4
+    assert int(state.step) == 8 and evaluated == [0, 4, 6, 8]
     assert (tmp_path / "patterns" / "step_000008.npz").exists()
 
 

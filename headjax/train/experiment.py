@@ -6,6 +6,7 @@ entry-point scripts stay a few lines long and a notebook can call `run(config)` 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,19 +54,39 @@ def train_batches(config: ml_collections.ConfigDict, tokenizer) -> BatchFactory:
 
 
 def accuracy_hook(config: ml_collections.ConfigDict, model_config, tokenizer
-                  ) -> Callable[[object], Mapping[str, float]]:
-    """params -> {task: accuracy} over `eval.samples` held-out examples per eval task."""
+                  ) -> Callable[[object, int], Mapping[str, float]]:
+    """(params, step) -> {task: accuracy} over `eval.samples` held-out examples per eval task.
+
+    Each evaluation's completions go to `run_dir/eval/step_XXXXXX.jsonl` (task, prompt, answer,
+    completion, score), so a rising or falling accuracy can be read example by example.
+    """
     from headjax.eval.accuracy import evaluate_accuracy
 
     tasks = tuple(config.eval.tasks) or tuple(config.data.tasks)
 
-    def evaluate(params) -> dict[str, float]:
-        return {task: float(evaluate_accuracy(
-            params, model_config, tokenizer, task, num_samples=config.eval.samples,
-            max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
-            seed=config.data.seed).accuracy) for task in tasks}
+    def evaluate(params, step: int) -> dict[str, float]:
+        results = [evaluate_accuracy(params, model_config, tokenizer, task,
+                                     num_samples=config.eval.samples,
+                                     max_new_tokens=config.eval.max_new_tokens,
+                                     batch_size=config.eval.batch_size, seed=config.data.seed)
+                   for task in tasks]
+        if jax.process_index() == 0:
+            write_completions(Path(config.run_dir) / "eval" / f"step_{step:06d}.jsonl", results)
+        return {result.task: float(result.accuracy) for result in results}
 
     return evaluate
+
+
+def write_completions(path: Path, results) -> None:
+    """One JSON line per evaluated example of each `AccuracyResult` in `results`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for result in results:
+            for example, completion, score in zip(result.examples, result.completions,
+                                                  result.scores, strict=True):
+                f.write(json.dumps({"task": result.task, "prompt": example.prompt,
+                                    "answer": example.answer, "completion": completion,
+                                    "score": score}) + "\n")
 
 
 def probe_hook(config: ml_collections.ConfigDict, tokenizer) -> dict[str, list[dict]]:

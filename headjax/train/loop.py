@@ -42,11 +42,11 @@ class TrainingDivergedError(FloatingPointError):
 class Hooks:
     """Optional measurements during training.
 
-    evaluate: params -> {task: accuracy in [0, 1]}.
+    evaluate: (params, step) -> {task: accuracy in [0, 1]}.
     probes: {task: fixed list of probe batches} for head activation patterns.
     """
 
-    evaluate: Callable[[Any], Mapping[str, float]] | None = None
+    evaluate: Callable[[Any, int], Mapping[str, float]] | None = None
     probes: Mapping[str, Sequence[dict]] | None = None
 
 
@@ -73,7 +73,7 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
 
     def measure(step: int, params: Any) -> None:
         if hooks.evaluate is not None and _due(step, config.eval.every, total):
-            accuracy = accuracies[step] = dict(hooks.evaluate(params))
+            accuracy = accuracies[step] = dict(hooks.evaluate(params, step))
             writer.write(step, {f"eval/accuracy/{task}": acc for task, acc in accuracy.items()})
             log.info("step %d accuracy %s", step, {t: round(a, 4) for t, a in accuracy.items()})
         if hooks.probes and _due(step, config.heads.every, total):
