@@ -7,7 +7,7 @@ import json
 import datasets
 import pytest
 
-from headjax.data import split_of
+from headjax.data import get_task, split_of
 from headjax.data.files import MalformedRowError, file_task, load_examples
 
 ROWS = [{"prompt": f"what is {i} + {i}?", "answer": str(2 * i)} for i in range(60)]
@@ -94,3 +94,31 @@ def test_file_task_splits_by_question_and_scores(tmp_path):
     assert task.score(test[0], "It is 1000.") == 0.0
     with pytest.raises(ValueError, match="too small"):
         task.examples("test", n_test + 1, seed=0)
+
+
+def test_auto_grading_is_numeric_only_when_every_answer_is_a_number(tmp_path):
+    numeric = file_task("n", write_jsonl(tmp_path / "n.jsonl", [json.dumps(r) for r in ROWS]))
+    example = numeric.examples("train", 1, seed=0)[0]
+    assert numeric.score(example, f"so it is {example.answer}.0 in total") == 1.0
+    words = [{"prompt": f"spell {i} backward", "answer": str(i)[::-1] + "x"} for i in range(40)]
+    text = file_task("w", write_jsonl(tmp_path / "w.jsonl", [json.dumps(r) for r in words]))
+    example = text.examples("train", 1, seed=0)[0]
+    assert text.score(example, f"Answer: {example.answer.upper()}") == 1.0
+    assert text.score(example, f"{example.answer} and more") == 0.0
+
+
+def test_skipped_rows_of_a_file_task_are_logged_with_their_count(tmp_path, caplog):
+    lines = [json.dumps(r) for r in ROWS] + ['{"prompt": "a"}', "not json"]
+    path = write_jsonl(tmp_path / "some_bad.jsonl", lines)
+    with caplog.at_level("WARNING", logger="headjax.data.files"):
+        file_task("some_bad", path, skip_malformed=True)
+    assert "skipped 2 malformed rows" in caplog.text and "some_bad.jsonl:line 61" in caplog.text
+
+
+def test_a_task_file_path_is_a_task_name(tmp_path):
+    path = write_jsonl(tmp_path / "by_path.jsonl", [json.dumps(r) for r in ROWS])
+    task = get_task(str(path))
+    assert task.name == str(path) and get_task(str(path)) is task
+    assert {e.prompt for e in task.examples("train", 5, seed=0)} <= {r["prompt"] for r in ROWS}
+    with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
+        get_task(str(tmp_path / "missing.jsonl"))

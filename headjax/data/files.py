@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.tasks import Example, Task, numbers_equal, texts_equal
+
+log = logging.getLogger(__name__)
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
 
@@ -115,23 +118,39 @@ def load_examples(path: str | Path, task: str, *, prompt_field: str = "prompt",
     return LoadedExamples(tuple(examples), tuple(skipped))
 
 
-def file_task(name: str, path: str | Path, *, kind: str = "basic", grading: str = "text",
+def file_task(name: str, path: str | Path, *, kind: str = "basic", grading: str = "auto",
               prompt_field: str = "prompt", answer_field: str = "answer",
               skip_malformed: bool = False) -> Task:
     """A task over the rows of `path`, split by question hash like every task.
 
-    grading: "text" (answer text equal ignoring case) or "number" (last number equal). Each draw
-    is a seeded permutation of all rows, so a split's examples are distinct until it runs out.
+    grading: "text" (answer text equal ignoring case), "number" (last number equal) or "auto"
+    ("number" when every answer is a number, else "text"). Each draw is a seeded permutation of
+    all rows, so a split's examples are distinct until it runs out. Skipped malformed rows are
+    logged with their count.
     """
     scorers = {"text": (texts_equal, extract_answer), "number": (numbers_equal, extract_number)}
-    if grading not in scorers:
-        raise ValueError(f"task {name!r}: grading must be one of {sorted(scorers)}, got "
-                         f"{grading!r}")
-    rows = load_examples(path, name, prompt_field=prompt_field, answer_field=answer_field,
-                         skip_malformed=skip_malformed).examples
+    if grading not in (*scorers, "auto"):
+        raise ValueError(f"task {name!r}: grading must be one of {[*sorted(scorers), 'auto']}, "
+                         f"got {grading!r}")
+    loaded = load_examples(path, name, prompt_field=prompt_field, answer_field=answer_field,
+                           skip_malformed=skip_malformed)
+    if loaded.skipped:
+        log.warning("task %r: skipped %d malformed rows of %s, first: %s", name,
+                    len(loaded.skipped), path, loaded.skipped[0])
+    rows = loaded.examples
+    if grading == "auto":
+        grading = "number" if all(_is_number(e.answer) for e in rows) else "text"
     equal, extract = scorers[grading]
 
     def draw(seed: int, count: int) -> list[Example]:
         return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
 
     return Task(name, kind, draw, lambda example, answer: equal(example.answer, answer), extract)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -125,7 +125,14 @@ def register_task(task: Task, *, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The registered task called `name`."""
+    """The registered task called `name`. A name that is a path ending in .jsonl, .json or
+    .parquet is loaded on first use as a basic file task (`headjax.data.files.file_task`) and
+    registered under that name, so configs can list task files next to built-in tasks."""
+    if name not in _REGISTRY:
+        from headjax.data.files import FORMATS, file_task
+
+        if name.lower().endswith(tuple(FORMATS)):
+            register_task(file_task(name, name))
     if name not in _REGISTRY:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
     return _REGISTRY[name]
