@@ -61,10 +61,14 @@ def test_padded_batches_use_the_smallest_fitting_bucket(tokenizer):
             assert batch["loss_mask"][row, n - 1] == 1
 
 
-def test_over_long_examples_are_dropped_and_counted(tokenizer):
+def test_over_long_examples_are_dropped_and_counted(tokenizer, caplog):
     long = Example("what is " + " + ".join(["9"] * 40) + "?", "360", "add", {})
-    batcher = Batcher([*toy_examples(), long, long], tokenizer, batch_size=2, max_len=48)
-    assert batcher.num_dropped == 2
+    legs_long = Example("how many legs " + " and ".join(["9"] * 20) + "?", "9", "legs", {})
+    with caplog.at_level("WARNING", logger="headjax.data.batching"):
+        batcher = Batcher([*toy_examples(), long, legs_long, long], tokenizer, batch_size=2,
+                          max_len=48)
+    assert batcher.num_dropped == 3 and batcher.dropped_per_task == {"add": 2, "legs": 1}
+    assert "task 'add': 2 of its examples exceed max_len=48" in caplog.text
     with pytest.raises(ValueError, match="none of the 1 examples fits in max_len 48"):
         Batcher([long], tokenizer, batch_size=2, max_len=48)
 

@@ -13,14 +13,18 @@ identical stream.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from headjax.data.tasks import Example
 from headjax.data.tokenize import tokenize_examples
+
+log = logging.getLogger(__name__)
 
 _CHOICE_BLOCK = 4096  # task choices drawn per RNG block
 _STATE_VERSION = 1
@@ -69,6 +73,12 @@ def pack_rows(rows: Sequence[Sequence[tuple[dict, int]]], length: int, pad_id: i
     return batch
 
 
+def _dropped_per_task(examples: Sequence[Example], kept: Sequence[int]) -> dict[str, int]:
+    """{task: number of its examples not in `kept`}, only tasks that lost some."""
+    kept_set = set(kept)
+    return dict(collections.Counter(e.task for i, e in enumerate(examples) if i not in kept_set))
+
+
 def _fingerprint(examples: Sequence[Example]) -> str:
     digest = hashlib.sha256()
     for e in examples:
@@ -82,7 +92,8 @@ class Batcher:
     weights: {task: mixture weight}; default proportional to each task's example count.
     packing: False pads each batch to the smallest of `buckets` (default `default_buckets`)
       holding its longest example; True packs examples greedily into rows of `max_len` tokens.
-    Examples longer than `max_len` tokens are dropped; `num_dropped` counts them.
+    Examples longer than `max_len` tokens are dropped (logged); `num_dropped` counts them and
+    `dropped_per_task` counts them per task.
     """
 
     def __init__(self, examples: Sequence[Example], tokenizer, *, batch_size: int, max_len: int,
@@ -98,6 +109,10 @@ class Batcher:
                              f"{max_len}")
         self.fingerprint = _fingerprint(examples)
         tokenized, kept, self.num_dropped = tokenize_examples(examples, tokenizer, max_len)
+        self.dropped_per_task = _dropped_per_task(examples, kept)
+        for task, dropped in self.dropped_per_task.items():
+            log.warning("data: task %r: %d of its examples exceed max_len=%d tokens and are "
+                        "dropped", task, dropped, max_len)
         self.task_names = tuple(sorted({examples[i].task for i in kept}))
         if not self.task_names:
             raise ValueError(f"data: none of the {len(examples)} examples fits in max_len "
