@@ -51,7 +51,8 @@ BAD_LINES = [
     ('{"prompt": ["a"], "answer": "1"}', "field 'prompt' must be text"),
     ('[1, 2]', "expected an object, got list"),
     ('{"messages": [{"role": "assistant", "content": "1"}]}',
-     "messages must be one user then one assistant"),
+     "messages must be an optional system turn, one user turn and one assistant turn"),
+    ('{"messages": "hi"}', "messages must be a list, got str"),
 ]
 
 
@@ -122,3 +123,12 @@ def test_a_task_file_path_is_a_task_name(tmp_path):
     assert {e.prompt for e in task.examples("train", 5, seed=0)} <= {r["prompt"] for r in ROWS}
     with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
         get_task(str(tmp_path / "missing.jsonl"))
+
+
+def test_a_chat_row_may_open_with_a_system_turn(tmp_path):
+    chat = {"messages": [{"role": "system", "content": "Be terse."},
+                         {"role": "user", "content": "what is 2 + 2?"},
+                         {"role": "assistant", "content": "4"}]}
+    (example,) = load_examples(write_jsonl(tmp_path / "s.jsonl", [json.dumps(chat)]), "t").examples
+    assert (example.prompt, example.answer, example.metadata) == (
+        "what is 2 + 2?", "4", {"system": "Be terse."})

@@ -42,6 +42,16 @@ def test_prompt_tokens_are_the_generation_prompt(tokenizer):
                            tokenizer.tokenizer.token_to_id("assistant")]
 
 
+def test_a_system_message_is_rendered_before_the_prompt_and_never_trained(tokenizer):
+    ex = Example("what is 3 + 4?", "7", "toy", {"system": "give only the answer."})
+    out = tokenize_example(ex, tokenizer, max_len=64)
+    rendered = ("<|im_start|>system\ngive only the answer.<|im_end|>\n<|im_start|>user\n"
+                "what is 3 + 4?<|im_end|>\n<|im_start|>assistant\n")
+    prompt = tokenizer.tokenizer.encode(rendered, add_special_tokens=False).ids
+    assert out["tokens"][:len(prompt)].tolist() == prompt
+    assert out["loss_mask"].tolist() == [0.0] * len(prompt) + [1.0, 1.0]
+
+
 def test_template_whose_prompt_is_not_a_prefix_fails_clearly():
     mismatched = CHATML_TEMPLATE.replace("{{ message['role'] }}",
                                          "{{ 'system' if message['role'] == 'assistant' "

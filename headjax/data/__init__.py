@@ -15,6 +15,7 @@ from headjax.data.tasks import (
 )
 from headjax.data.tokenize import (
     ExampleTooLongError,
+    chat_messages,
     chat_prompt,
     tokenize_example,
     tokenize_examples,
@@ -28,6 +29,7 @@ __all__ = [
     "MalformedRowError",
     "Task",
     "bucket_length",
+    "chat_messages",
     "chat_prompt",
     "default_buckets",
     "extract_answer",

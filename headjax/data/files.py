@@ -2,10 +2,12 @@
 
 A row is either `{"prompt": ..., "answer": ...}` (field names configurable; numeric answers are
 turned into text) or a chat `{"messages": [{"role": "user", "content": ...}, {"role":
-"assistant", "content": ...}]}`. A malformed row raises one error naming the file and the line
-(JSONL) or row (JSON, parquet); with `skip_malformed=True` it is skipped and counted instead.
-Parquet is read through `datasets`; JSON and JSONL are parsed line by line so errors can point
-at the line. The file task splits rows into train/test by the same question hash as every task.
+"assistant", "content": ...}]}`, optionally opening with a system turn (kept as
+`metadata["system"]`, rendered before the prompt by `headjax.data.tokenize`). A malformed row
+raises one error naming the file and the line (JSONL) or row (JSON, parquet); with
+`skip_malformed=True` it is skipped and counted instead. Parquet is read through `datasets`;
+JSON and JSONL are parsed line by line so errors can point at the line. The file task splits
+rows into train/test by the same question hash as every task.
 """
 
 from __future__ import annotations
@@ -90,11 +92,15 @@ def row_to_example(row: object, task: str, prompt_field: str = "prompt",
         raise MalformedRowError(f"expected an object, got {type(row).__name__}")
     if row.get("messages") is not None:
         messages = row["messages"]
+        if not isinstance(messages, list):
+            raise MalformedRowError(f"messages must be a list, got {type(messages).__name__}")
         roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-        if roles != ["user", "assistant"]:
-            raise MalformedRowError(f"messages must be one user then one assistant turn, got "
-                                    f"roles {roles}")
-        return Example(_text(messages[0], "content"), _text(messages[1], "content"), task, {})
+        if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
+            raise MalformedRowError(f"messages must be an optional system turn, one user turn "
+                                    f"and one assistant turn, got roles {roles}")
+        system = {"system": _text(messages[0], "content")} if len(messages) == 3 else {}
+        return Example(_text(messages[-2], "content"), _text(messages[-1], "content"), task,
+                       system)
     return Example(_text(row, prompt_field), _text(row, answer_field), task, {})
 
 

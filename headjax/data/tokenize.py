@@ -1,9 +1,10 @@
 """Chat-templated tokenization of one example with a loss mask on the answer only.
 
-The prompt is rendered as a user message with the generation prompt (`add_generation_prompt=True`),
-the full text as the user message plus the assistant answer. The full tokens must start with the
-prompt tokens; the loss mask is 1 exactly on the answer tokens and the end-of-turn token that
-closes the answer (`<|im_end|>` for ChatML), 0 on the prompt, and the sequence ends there.
+The prompt is rendered as a user message (after the example's system message, if any) with the
+generation prompt (`add_generation_prompt=True`), the full text as the same messages plus the
+assistant answer. The full tokens must start with the prompt tokens; the loss mask is 1 exactly
+on the answer tokens and the end-of-turn token that closes the answer (`<|im_end|>` for ChatML),
+0 on the prompt, and the sequence ends there.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ def end_of_turn_ids(tokenizer) -> frozenset[int]:
     return frozenset(tuple(getattr(tokenizer, "stop_token_ids", ())) + (tokenizer.eos_token_id,))
 
 
+def chat_messages(example: Example) -> list[dict[str, str]]:
+    """The conversation before the answer: `example.metadata["system"]` as a system message if
+    present, then `example.prompt` as the user message."""
+    system = example.metadata.get("system")
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": example.prompt}]
+
+
 def chat_prompt(example: Example, tokenizer) -> str:
-    """The prompt text the model sees: `example.prompt` as a user message plus the generation
-    prompt of the tokenizer's chat template (what training conditions on and generation starts
-    from)."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}],
-                                         add_generation_prompt=True)
+    """The prompt text the model sees: `chat_messages(example)` plus the generation prompt of
+    the tokenizer's chat template (what training conditions on and generation starts from)."""
+    return tokenizer.apply_chat_template(chat_messages(example), add_generation_prompt=True)
 
 
 def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.ndarray]:
@@ -41,8 +48,8 @@ def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.
     """
     prompt_text = chat_prompt(example, tokenizer)
     full_text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": example.prompt},
-         {"role": "assistant", "content": example.answer}], add_generation_prompt=False)
+        [*chat_messages(example), {"role": "assistant", "content": example.answer}],
+        add_generation_prompt=False)
     prompt = tokenizer.encode(prompt_text, add_special_tokens=False)
     full = tokenizer.encode(full_text, add_special_tokens=False)
     if full[:len(prompt)] != prompt:
