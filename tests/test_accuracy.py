@@ -57,7 +57,7 @@ def test_accuracy_draws_held_out_examples_by_count_and_seed():
 
 def test_default_generator_completes_the_chat_prompts_greedily(tiny):
     """With `generate_text`, completions equal a naive greedy decode (full forward per token,
-    no cache, no padding) of each chat-templated prompt on the tiny model."""
+    no cache, no left padding) of each chat-templated prompt on the tiny model."""
     config, params = tiny
     filler = tuple(f"w{i}" for i in range(config.vocab_size - chatml_tokenizer().vocab_size))
     tokenizer = chatml_tokenizer(filler)  # every id the model can emit decodes to a word
@@ -71,7 +71,9 @@ def test_default_generator_completes_the_chat_prompts_greedily(tiny):
         ids = tokenizer.encode(chat_prompt(example, tokenizer))
         new = []
         for _ in range(3):
-            logits = fwd(params, np.asarray([ids + new], np.int32), config).logits[0, -1]
+            row = np.zeros((1, 64), np.int32)  # fixed width: one compile; causal attention
+            row[0, :len(ids + new)] = ids + new  # ignores the zeros after the sequence
+            logits = fwd(params, row, config).logits[0, len(ids + new) - 1]
             new.append(int(np.argmax(logits)))
             if new[-1] in tokenizer.stop_token_ids:
                 new.pop()
