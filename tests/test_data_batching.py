@@ -69,6 +69,10 @@ def test_over_long_examples_are_dropped_and_counted(tokenizer, caplog):
                           max_len=48)
     assert batcher.num_dropped == 3 and batcher.dropped_per_task == {"add": 2, "legs": 1}
     assert "task 'add': 2 of its examples exceed max_len=48" in caplog.text
+    with pytest.raises(ValueError, match=r"without examples: \['long'\] \(all examples over "
+                                         r"max_len=48 tokens: \{'long': 1\}\)"):
+        Batcher([*toy_examples(), Example(long.prompt, "1", "long", {})], tokenizer,
+                batch_size=2, max_len=48, weights={"add": 1.0, "long": 1.0})
     with pytest.raises(ValueError, match="none of the 1 examples fits in max_len 48"):
         Batcher([long], tokenizer, batch_size=2, max_len=48)
 

@@ -134,7 +134,10 @@ class Batcher:
             return {t: float(len(self._pool[t])) for t in self.task_names}
         unknown = sorted(set(weights) - set(self.task_names))
         if unknown:
-            raise ValueError(f"data: weights name tasks without examples: {unknown}")
+            too_long = {t: self.dropped_per_task[t] for t in unknown if t in self.dropped_per_task}
+            raise ValueError(f"data: weights name tasks without examples: {unknown}"
+                             + (f" (all examples over max_len={self.max_len} tokens: {too_long})"
+                                if too_long else ""))
         mixture = {t: float(weights.get(t, 0.0)) for t in self.task_names}
         if min(mixture.values()) < 0 or sum(mixture.values()) <= 0:
             raise ValueError(f"data: mixture weights must be non-negative with a positive sum, "
