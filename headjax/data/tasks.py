@@ -1,10 +1,11 @@
 """Task registry: named example generators with disjoint train/test splits and a scorer.
 
-A task yields `Example(prompt, answer, task, metadata)`: `prompt` is the user message (the
-question plus a short instruction), `answer` the bare target text. Splits are disjoint by
-construction: a question belongs to `test` iff a hash of its text falls in the test bucket
-(`TEST_FRACTION` of the question space), so no seed or size can leak a test question into
-training. Test examples are also de-duplicated by question text.
+A task yields `Example(prompt, answer, task, metadata)`: `prompt` is the user message, for
+built-in tasks `f"{question}\n\nGive only the final answer."` so answers stay short; `answer` is
+the bare target text (the SFT target, followed by the template's end-of-turn token). Splits
+are disjoint by construction: a question belongs to `test` iff a hash of its text falls in the
+test bucket (`TEST_FRACTION` of the question space), so no seed or size can leak a test
+question into training. Test examples are also de-duplicated by question text.
 
 Built-in tasks come from reasoning-gym (`reasoning_gym.create_dataset`); after `extract_answer`
 has cut the final answer out of the model's text, numeric tasks score exact numeric equality,
