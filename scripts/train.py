@@ -2,8 +2,12 @@
 
   python scripts/train.py --config configs/smollm2_quickstart.py [--config.train.steps=200]
 
-Writes to `run_dir`: metrics.jsonl, tensorboard/, checkpoints/, patterns/step_XXXXXX.npz.
-Re-running the same command resumes from the newest good checkpoint.
+Writes to `run_dir`: metrics.jsonl (train and eval scalars), tensorboard/, checkpoints/ (orbax,
+with the data iterator state), eval/step_XXXXXX.jsonl (completions and scores),
+patterns/step_XXXXXX.npz (head activation patterns per probe task), summary.json (accuracy before
+and after, wall time) and final_model/ (a model directory `load_pretrained` reads).
+Re-running the same command resumes from the newest good checkpoint. A NaN/inf loss stops the
+run with exit status 1, leaving the newest checkpoint as the last good state.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from headjax.train.experiment import run
+from headjax.train.loop import TrainingDivergedError
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
                                          lock_config=True)
@@ -23,7 +28,10 @@ def main(argv):
     del argv
     logging.getLogger("absl").setLevel(logging.WARNING)  # silence orbax's per-save INFO lines
     logging.getLogger("headjax").setLevel(logging.INFO)
-    run(CONFIG.value)
+    try:
+        run(CONFIG.value)
+    except TrainingDivergedError as err:
+        raise SystemExit(f"training stopped: {err}") from err
 
 
 if __name__ == "__main__":
