@@ -108,9 +108,13 @@ def dequantize(tensor, source: str) -> np.ndarray:
     return np.asarray(values, np.float32).reshape([int(n) for n in reversed(tensor.shape)])
 
 
-def load_gguf(path: str, *, dtype: str = "float32") -> tuple[dict, ModelConfig]:
-    """(numpy params in `dtype`, ModelConfig) from a llama-architecture GGUF file."""
-    reader = read_gguf(path)
+def load_gguf(path: str, *, dtype: str = "float32", reader: gguf.GGUFReader | None = None
+              ) -> tuple[dict, ModelConfig]:
+    """(numpy params in `dtype`, ModelConfig) from a llama-architecture GGUF file.
+
+    `reader`: an already open `read_gguf(path)` (parsing the metadata takes seconds).
+    """
+    reader = reader or read_gguf(path)
     config = config_from_gguf(reader, source=path, dtype=dtype)
     tensors = {t.name: t for t in reader.tensors}
     expected = set(layout.expected_names(config, "gguf"))

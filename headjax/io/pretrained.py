@@ -8,7 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from headjax.io.gguf import load_gguf
+from headjax.io.gguf import load_gguf, read_gguf
 from headjax.io.hf import load_hf
 from headjax.io.native import is_native, load_native
 from headjax.io.tokenizer import TextTokenizer
@@ -51,8 +51,9 @@ def load_pretrained(name_or_path: str, *, dtype: str = "float32"
     """
     path = resolve(name_or_path)
     if os.path.isfile(path) and path.endswith(".gguf"):
-        params, config = load_gguf(path, dtype=dtype)
-        tokenizer = TextTokenizer.from_gguf(path)
+        reader = read_gguf(path)
+        params, config = load_gguf(path, dtype=dtype, reader=reader)
+        tokenizer = TextTokenizer.from_gguf(path, reader=reader)
     elif os.path.isdir(path) and is_native(path):
         params, config, tokenizer = load_native(path)
         config = config.replace(dtype=dtype, param_dtype=dtype)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import jinja2
 import jinja2.ext
 import jinja2.sandbox
+from gguf import GGUFReader
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from headjax.io.gguf import field, read_gguf
@@ -162,9 +163,10 @@ class TextTokenizer:
                              unk_token=_token_text(config.get("unk_token")))
 
     @classmethod
-    def from_gguf(cls, path: str) -> TextTokenizer:
-        """From the `tokenizer.ggml.*` metadata and `tokenizer.chat_template` of a GGUF file."""
-        reader = read_gguf(path)
+    def from_gguf(cls, path: str, *, reader: GGUFReader | None = None) -> TextTokenizer:
+        """From the `tokenizer.ggml.*` metadata and `tokenizer.chat_template` of a GGUF file
+        (`reader`: an already open `read_gguf(path)`)."""
+        reader = reader or read_gguf(path)
         kind = field(reader, "tokenizer.ggml.model")
         if kind != "gpt2":
             raise ValueError(f"{path}: metadata 'tokenizer.ggml.model': tokenizer {kind!r} is not "

