@@ -1,0 +1,36 @@
+"""Convert a checkpoint to a headjax native checkpoint or a Hugging Face directory.
+
+  python scripts/convert.py --input smollm2-135m-instruct --output runs/smollm2_native --to native
+  python scripts/convert.py --input model.gguf --output exported_hf --to hf [--architecture llama]
+
+--input is a registry name, a .gguf file, a Hugging Face checkpoint directory or a native one.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+flags.DEFINE_string("input", None, "Registry name, .gguf file, HF directory or native directory.")
+flags.DEFINE_string("output", None, "Directory to write (must not exist for --to native).")
+flags.DEFINE_enum("to", "native", ["native", "hf"], "Output format.")
+flags.DEFINE_string("dtype", "float32", "Parameter dtype of the output.")
+flags.DEFINE_enum("architecture", None, ["llama", "qwen2", "mistral"],
+                  "HF architecture for --to hf (default: qwen2 with q/k/v biases, else llama).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    from headjax.io import export_hf, load_pretrained, save_native
+
+    params, config, tokenizer = load_pretrained(FLAGS.input, dtype=FLAGS.dtype)
+    if FLAGS.to == "native":
+        save_native(FLAGS.output, params, config, tokenizer)
+    else:
+        export_hf(FLAGS.output, params, config, tokenizer, architecture=FLAGS.architecture)
+    print(f"wrote {FLAGS.to} checkpoint to {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["input", "output"])
+    app.run(main)
