@@ -141,3 +141,10 @@ def test_gguf_q8_0_import_within_quantisation_error(tmp_path, torch_llama):
         # error <= d / 2 + 127 * |d - f16(d)| <= 0.57 d.
         error, bound = np.abs(ours - source).max(), 0.57 * np.abs(source).max() / 127
         assert error <= bound, (error, bound)
+
+
+def test_sharded_checkpoint_equals_single_file(tmp_path, torch_llama):
+    model, directory = torch_llama
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    jax.tree.map(np.testing.assert_array_equal, load_hf(str(tmp_path))[0], load_hf(directory)[0])
