@@ -42,6 +42,8 @@ def test_gini_cv_and_top_k_share_on_hand_computed_arrays():
     change = jnp.array([[-4.0, 1.0], [2.0, 3.0]])
     assert float(top_k_share(change, 2)) == pytest.approx(0.7)
     assert float(top_k_share(change, 4)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k: 5"):
+        top_k_share(change, 5)
 
 
 def test_trajectory_matches_numpy():

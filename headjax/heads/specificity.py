@@ -96,6 +96,8 @@ def coefficient_of_variation(pattern: Float[Array, "..."]) -> Float[Array, ""]:
 def top_k_share(change: Float[Array, "..."], k: int) -> Float[Array, ""]:
     """Fraction of the total |change| carried by the k heads with the largest |change|."""
     magnitude = jnp.abs(jnp.ravel(change))
+    if not 0 < k <= magnitude.size:
+        raise ValueError(f"k: {k} must be in 1..{magnitude.size} (layers * heads)")
     return jax.lax.top_k(magnitude, k)[0].sum() / magnitude.sum()
 
 
