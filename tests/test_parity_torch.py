@@ -85,8 +85,6 @@ def _torch_logits(model, batch) -> np.ndarray:
                      attention_mask=torch.tensor(batch["segment_ids"])).logits.numpy()
 
 
-
-
 def _headjax_logits(params, config, batch, gates=None) -> np.ndarray:
     return np.asarray(forward(params, jnp.asarray(batch["tokens"]), config, gates=gates,
                               segment_ids=jnp.asarray(batch["segment_ids"])).logits)
