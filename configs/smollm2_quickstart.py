@@ -1,10 +1,13 @@
 """Quickstart: SFT of SmolLM2-135M-Instruct on one basic task, on 2 CPU cores in minutes.
 
-letter_counting ("how many times does the letter x appear in ...", bare-number answers) is one
-the base model gets partly right (about 19% of 32 held-out prompts: it answers in sentences and
-often miscounts) and improves on within tens of steps (about 28% after 30 steps at this
-learning rate, measured). Accuracy is measured at steps 0, 20 and 40; the task's head activation
-pattern is recorded at steps 0, 10, 20, 30 and 40 (run_dir/patterns/step_*.npz).
+letter_counting ("how many times does the letter x appear in ...", bare-number answers).
+Measured (32 held-out prompts): accuracy 19% at step 0 (the base model answers in sentences and
+often miscounts), 28% at steps 20 and 40. The gain is the bare-number format plus the answer
+prior: by step 20 every completion is "1", the most common answer; 40 steps of 8 examples teach
+no counting. The head activation pattern moves far from the base one within 10 steps (its
+correlation with step 0 falls to about 0.4). The default basic_arithmetic is too hard for this
+model: 0% before and after 40 steps although the answers become bare numbers.
+Patterns are recorded at steps 0, 10, 20, 30 and 40 (run_dir/patterns/step_*.npz).
 """
 
 from headjax.train.config import default_config
