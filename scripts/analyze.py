@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from headjax.data import probe_batches
 from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio
-from headjax.heads.report import analyze, load_run_patterns, probe_batches, write_report
+from headjax.heads.report import analyze, load_run_patterns, write_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory holding patterns/step_XXXXXX.npz.")

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from headjax.data import pack_rows
 from headjax.heads import plots
-from headjax.heads.report import analyze, collate, load_run_patterns
+from headjax.heads.report import analyze, load_run_patterns
 from headjax.train.patterns import pattern_path, record_patterns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,16 +91,18 @@ def test_write_report_and_script(tmp_path):
 
 def test_reads_what_the_trainer_records(tiny, tmp_path):
     config, params = tiny
-    batch = collate([{"tokens": [5, 6, 7, 8, 9], "loss_mask": [0, 0, 0, 1, 1]},
-                     {"tokens": [3, 4, 5], "loss_mask": [0, 1, 1]}], pad_token_id=0)
-    np.testing.assert_array_equal(batch["segment_ids"], [[1] * 5, [1, 1, 1, 0, 0]])
-    np.testing.assert_array_equal(batch["loss_mask"][1], [0, 1, 1, 0, 0])
-    probes = {"t": [{k: jnp.asarray(v) for k, v in batch.items()}]}
+    examples = [{"tokens": np.array([5, 6, 7, 8, 9]), "loss_mask": np.array([0, 0, 0, 1, 1])},
+                {"tokens": np.array([3, 4, 5]), "loss_mask": np.array([0, 1, 1])}]
+    batch = pack_rows([[(e, 0)] for e in examples] + [[]], 5, pad_id=0)
+    probes = {"t": [batch]}
     recorded = [record_patterns(params, probes, config, pattern_path(tmp_path, step))
                 for step in (0, 10)]
     steps, patterns = load_run_patterns(tmp_path)
     assert steps == [0, 10] and list(patterns) == ["t"]
     np.testing.assert_allclose(patterns["t"], np.stack([r["t"] for r in recorded]))
+    with np.load(pattern_path(tmp_path, 10)) as saved:  # the padding row is not a sample
+        assert saved["t.per_sample"].shape == (2, config.num_layers, config.num_heads)
+        np.testing.assert_allclose(saved["t.per_sample"].mean(0), saved["t"], rtol=1e-6)
     with pytest.raises(FileNotFoundError, match="--run_dir"):
         load_run_patterns(tmp_path / "missing")
 
@@ -120,24 +122,6 @@ def test_plots_draw_every_figure(tmp_path):
     assert low == -high
     for name, fig in figures.items():
         assert plots.save(fig, tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
-
-
-def test_probe_batches_are_bucketed_chat_templated_examples():
-    from helpers_tokenizer import chatml_tokenizer
-
-    from headjax.data import get_task, tokenize_example
-    from headjax.heads.report import probe_batches
-
-    tokenizer = chatml_tokenizer()
-    batches = probe_batches("leg_counting", tokenizer, num_samples=5, batch_size=2, max_len=200)
-    assert [b["tokens"].shape[0] for b in batches] == [2, 2, 1]
-    assert all(b["tokens"].shape[1] in (16, 32, 64, 128, 200) for b in batches)
-    first = tokenize_example(get_task("leg_counting").examples("test", 5, 0)[0], tokenizer, 200)
-    n = len(first["tokens"])
-    np.testing.assert_array_equal(batches[0]["tokens"][0, :n], first["tokens"])
-    np.testing.assert_array_equal(batches[0]["loss_mask"][0, :n], first["loss_mask"])
-    assert not batches[0]["loss_mask"][0, n:].any()
-    assert (batches[0]["tokens"][0, n:] == tokenizer.pad_token_id).all()
 
 
 def test_script_scores_checkpoints(tiny, tmp_path):

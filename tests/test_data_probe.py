@@ -51,5 +51,5 @@ def test_padding_rows_leave_the_head_pattern_unchanged(tiny, tokenizer):
 
 
 def test_probe_batches_fail_clearly_when_nothing_fits(tokenizer):
-    with pytest.raises(ValueError, match="task 'chain_sum': none of 2 probe examples fits"):
+    with pytest.raises(ValueError, match="task 'chain_sum' probe: none of 2 examples fits"):
         probe_batches("chain_sum", tokenizer, num_samples=2, batch_size=2, max_len=8)

@@ -3,7 +3,7 @@
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows
 from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
-from headjax.data.probe import probe_batches
+from headjax.data.probe import example_batches, probe_batches
 from headjax.data.tasks import (
     Example,
     Task,
@@ -31,6 +31,7 @@ __all__ = [
     "bucket_length",
     "chat_messages",
     "chat_prompt",
+    "example_batches",
     "default_buckets",
     "extract_answer",
     "extract_number",

@@ -16,29 +16,27 @@ from collections.abc import Sequence
 import numpy as np
 
 from headjax.data.batching import bucket_length, default_buckets, pack_rows
-from headjax.data.tasks import Task, get_task
+from headjax.data.tasks import Example, Task, get_task
 from headjax.data.tokenize import tokenize_examples
 
 log = logging.getLogger(__name__)
 
 
-def probe_batches(task: str | Task, tokenizer, *, num_samples: int, batch_size: int,
-                  max_len: int, split: str = "test", seed: int = 0,
-                  buckets: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
-    """Probe batches in the batch convention (`tokens i32[batch_size, bucket]`, `loss_mask`,
-    `segment_ids`, `positions`, `task_ids` 0 on tokens and -1 on padding). Examples longer than
-    `max_len` tokens are left out (logged with their count)."""
-    task = get_task(task) if isinstance(task, str) else task
+def example_batches(examples: Sequence[Example], tokenizer, *, batch_size: int, max_len: int,
+                    buckets: Sequence[int] | None = None, name: str = "examples"
+                    ) -> list[dict[str, np.ndarray]]:
+    """`examples` in order as fixed batches in the batch convention (`tokens i32[batch_size,
+    bucket]`, `loss_mask`, `segment_ids`, `positions`, `task_ids` 0 on tokens and -1 on
+    padding), the last one filled up with padding rows. Examples longer than `max_len` tokens
+    are left out (logged with their count, under `name`)."""
     if batch_size <= 0:
-        raise ValueError(f"probe_batches: batch_size must be positive, got {batch_size}")
-    tokenized, _, dropped = tokenize_examples(task.examples(split, num_samples, seed), tokenizer,
-                                              max_len)
+        raise ValueError(f"{name}: batch_size must be positive, got {batch_size}")
+    tokenized, _, dropped = tokenize_examples(examples, tokenizer, max_len)
     if not tokenized:
-        raise ValueError(f"task {task.name!r}: none of {num_samples} probe examples fits "
-                         f"max_len={max_len}")
+        raise ValueError(f"{name}: none of {len(examples)} examples fits max_len={max_len}")
     if dropped:
-        log.warning("task %r: %d of %d probe examples exceed max_len=%d and are left out",
-                    task.name, dropped, num_samples, max_len)
+        log.warning("%s: %d of %d examples exceed max_len=%d and are left out", name, dropped,
+                    len(examples), max_len)
     buckets = tuple(buckets) if buckets else default_buckets(max_len)
     batches = []
     for start in range(0, len(tokenized), batch_size):
@@ -47,3 +45,13 @@ def probe_batches(task: str | Task, tokenizer, *, num_samples: int, batch_size: 
         length = bucket_length(max(len(e["tokens"]) for e in chunk), buckets)
         batches.append(pack_rows(rows, length, tokenizer.pad_token_id))
     return batches
+
+
+def probe_batches(task: str | Task, tokenizer, *, num_samples: int, batch_size: int,
+                  max_len: int, split: str = "test", seed: int = 0,
+                  buckets: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
+    """The probe set of `task` (see the module docstring) as `example_batches`."""
+    task = get_task(task) if isinstance(task, str) else task
+    return example_batches(task.examples(split, num_samples, seed), tokenizer,
+                           batch_size=batch_size, max_len=max_len, buckets=buckets,
+                           name=f"task {task.name!r} probe")

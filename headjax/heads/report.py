@@ -9,7 +9,6 @@ scoring checkpoints directly.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,39 +153,3 @@ def _markdown(report: dict, figures: list[str]) -> str:
                   f"(p = {c['p_r2_above_shuffled']:.3f})."]
     lines += [""] + [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
-
-
-def collate(examples: Sequence[dict], pad_token_id: int, length: int | None = None
-            ) -> dict[str, np.ndarray]:
-    """Right-pad tokenized examples (`tokens`, `loss_mask` lists) into one batch of `length`
-    columns (default: the longest example), `segment_ids` 1 on tokens and 0 on padding."""
-    length = length or max(len(e["tokens"]) for e in examples)
-    batch = {"tokens": np.full((len(examples), length), pad_token_id, np.int32),
-             "loss_mask": np.zeros((len(examples), length), np.float32),
-             "segment_ids": np.zeros((len(examples), length), np.int32)}
-    for row, e in enumerate(examples):
-        n = len(e["tokens"])
-        batch["tokens"][row, :n] = e["tokens"]
-        batch["loss_mask"][row, :n] = e["loss_mask"]
-        batch["segment_ids"][row, :n] = 1
-    return batch
-
-
-def probe_batches(task: str, tokenizer, *, num_samples: int, batch_size: int, max_len: int,
-                  split: str = "test", seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Fixed probe batches of a registered task (`headjax.data.get_task`), chat-templated;
-    examples longer than `max_len` tokens are left out. Each batch is padded to the smallest of
-    `headjax.data.default_buckets(max_len)` that fits it, so few shapes get compiled."""
-    from headjax.data import bucket_length, default_buckets, get_task, tokenize_examples
-
-    examples = get_task(task).examples(split, num_samples, seed)
-    tokenized, _, dropped = tokenize_examples(examples, tokenizer, max_len)
-    if not tokenized:
-        raise ValueError(f"task {task!r}: none of {num_samples} examples fits max_len={max_len}")
-    if dropped:
-        logging.getLogger(__name__).warning("task %r: %d of %d probe examples exceed max_len=%d "
-                                            "and are left out", task, dropped, num_samples, max_len)
-    batches = [tokenized[i:i + batch_size] for i in range(0, len(tokenized), batch_size)]
-    buckets = default_buckets(max_len)
-    return [collate(b, tokenizer.pad_token_id,
-                    bucket_length(max(len(e["tokens"]) for e in b), buckets)) for b in batches]

@@ -91,7 +91,7 @@ def write_completions(path: Path, results) -> None:
 
 def probe_hook(config: ml_collections.ConfigDict, tokenizer) -> dict[str, list[dict]]:
     """Fixed probe batches per probe task (`heads.tasks`, default `data.tasks`)."""
-    from headjax.heads.report import probe_batches
+    from headjax.data import probe_batches
 
     tasks = tuple(config.heads.tasks) or tuple(config.data.tasks)
     return {task: probe_batches(task, tokenizer, num_samples=config.heads.samples,
