@@ -12,45 +12,21 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers_tokenizer import chatml_tokenizer
+from helpers_tasks import concatenated, digit_task, tiny_run_config
 
-from headjax.data import Example, Task, register_task
-from headjax.data.tasks import numbers_equal
-from headjax.io.native import save_native
 from headjax.io.pretrained import load_pretrained
-from headjax.train import default_config
 from headjax.train.experiment import run
 
 TASK = "echo_digits"
 
 
-def _draw(seed: int, count: int) -> list[Example]:
-    rng = np.random.default_rng(seed)
-    digits = rng.integers(0, 10, (count, 3))
-    return [Example(f"what is {' '.join(map(str, d))}", "".join(map(str, d)), TASK)
-            for d in digits]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tiny, tmp_path_factory):
-    config, params = tiny
-    register_task(Task(TASK, "basic", _draw, lambda e, a: numbers_equal(e.answer, a)),
-                  overwrite=True)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    save_native(str(path), params, config, chatml_tokenizer())
-    return path
+@pytest.fixture(scope="module", autouse=True)
+def echo_task():
+    digit_task(TASK, concatenated)
 
 
 def _config(model_dir, run_dir):
-    c = default_config()
-    c.run_dir = str(run_dir)
-    c.model.pretrained = str(model_dir)
-    c.data.update(tasks=(TASK,), max_len=32, train_samples=64)
-    c.train.update(steps=3, batch_size=4, lr=1e-2, warmup_steps=1)
-    c.checkpoint.update(every=2, keep=1)
-    c.eval.update(every=0, samples=4, max_new_tokens=4, batch_size=4)
-    c.heads.update(every=0, samples=4, batch_size=4)
-    return c
+    return tiny_run_config(model_dir, run_dir, (TASK,))
 
 
 def test_run_writes_the_run_directory(tiny_model_dir, tmp_path):

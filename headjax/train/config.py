@@ -15,6 +15,7 @@ import ml_collections
 from headjax.model.config import DTYPES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
+from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
 from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
 
 
@@ -89,6 +90,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.heads.batch_size = 16
     c.heads.every = 50  # steps; 0 = only at step 0 and the final step
     c.heads.loss_kind = "sample_mean"
+
+    c.guide = ml_collections.ConfigDict()  # the paper's SFT improvements (headjax.train.guide)
+    c.guide.basis = ()  # basic tasks of the preliminary set
+    c.guide.mixture = "none"  # none | uniform | random | pattern
+    c.guide.patterns = ""  # .npz of [layers, heads] patterns by task; "" = computed at start
+    c.guide.probe_samples = 32  # per basic task, for computed patterns
+    c.guide.preliminary_samples = 256  # N: basic-task examples, split N * a_i / sum(a)
+    c.guide.schedule = "warm_start"  # warm_start | joint
+    c.guide.warm_steps = 50  # steps on the preliminary set before the target (warm_start)
+    c.guide.warm_dir = ""  # the warm-start run's directory; "" = run_dir/warm_start
+    c.guide.heads = "all"  # all | pattern | random: which heads the target phase trains
+    c.guide.head_fraction = 0.1  # of all heads, for heads = pattern | random
+    c.guide.train_mlp = False  # with heads != all: also the MLPs of layers holding them
+    c.guide.seed = 0  # random mixtures and random heads
     return c
 
 
@@ -101,10 +116,15 @@ CHOICES = {
     "train.schedule": SCHEDULES,
     "distributed.mode": MODES,
     "heads.loss_kind": ("sample_mean", "batch_mean"),
+    "guide.mixture": MIXTURES,
+    "guide.schedule": GUIDE_SCHEDULES,
+    "guide.heads": HEAD_SELECTIONS,
 }
 POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_size", "train.lr",
             "train.grad_accum", "train.log_every", "checkpoint.keep", "eval.samples",
-            "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size")
+            "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size",
+            "guide.probe_samples", "guide.preliminary_samples", "guide.warm_steps",
+            "guide.head_fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                 "checkpoint.every", "eval.every", "heads.every")
 
@@ -121,7 +141,8 @@ def _type_ok(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _check_schema(config: Mapping, schema: Mapping, prefix: str) -> None:
+def check_schema(config: Mapping, schema: Mapping, prefix: str = "") -> None:
+    """Raise naming the dotted key for an unknown key, a wrong type or a missing key."""
     for key, value in config.items():
         name = f"{prefix}{key}"
         if key not in schema:
@@ -130,7 +151,7 @@ def _check_schema(config: Mapping, schema: Mapping, prefix: str) -> None:
         if isinstance(default, Mapping):
             if not isinstance(value, Mapping):
                 raise TypeError(f"config.{name}: expected a section, got {type(value).__name__}")
-            _check_schema(value, default, f"{name}.")
+            check_schema(value, default, f"{name}.")
         elif not _type_ok(value, default):
             raise TypeError(f"config.{name}: expected {type(default).__name__}, got "
                             f"{type(value).__name__} {value!r}")
@@ -148,7 +169,7 @@ def _get(config: Mapping, dotted: str) -> Any:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if it matches the schema and its values make sense; otherwise raises
     ValueError/TypeError naming the dotted key."""
-    _check_schema(config.to_dict(), default_config().to_dict(), "")
+    check_schema(config.to_dict(), default_config().to_dict(), "")
     for key, choices in CHOICES.items():
         if _get(config, key) not in choices:
             raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(choices)}")
@@ -169,4 +190,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.train.batch_size % config.train.grad_accum:
         raise ValueError(f"config.train.grad_accum: {config.train.grad_accum} does not divide "
                          f"train.batch_size={config.train.batch_size}")
+    _validate_guide(config)
     return config
+
+
+def _validate_guide(config: ml_collections.ConfigDict) -> None:
+    g = config.guide
+    if g.head_fraction > 1:
+        raise ValueError(f"config.guide.head_fraction: {g.head_fraction} not in (0, 1]")
+    if g.mixture != "none":
+        if not g.basis:
+            raise ValueError(f"config.guide.basis: guide.mixture={g.mixture!r} needs basic tasks")
+        overlap = sorted(set(g.basis) & set(config.data.tasks))
+        if overlap:
+            raise ValueError(f"config.guide.basis: {overlap} are also target tasks (data.tasks)")
+    needs_one = [k for k, on in (("guide.mixture='pattern'", g.mixture == "pattern"),
+                                 ("guide.heads='pattern'", g.heads == "pattern")) if on]
+    if needs_one and len(config.data.tasks) != 1:
+        raise ValueError(f"config.data.tasks: {needs_one[0]} needs exactly one target task, got "
+                         f"{tuple(config.data.tasks)}")
+    if g.heads != "all" and config.train.trainable_heads:
+        raise ValueError("config.guide.heads: choose heads either by guide.heads or by "
+                         "train.trainable_heads, not both")

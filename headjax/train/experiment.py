@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
 
+from headjax.data import Example
 from headjax.parallel import maybe_initialize
 from headjax.train.config import validate
 from headjax.train.loop import Hooks
@@ -31,16 +32,14 @@ def load_model(config: ml_collections.ConfigDict):
     return load_pretrained(config.model.pretrained, dtype=config.model.param_dtype)
 
 
-def train_batches(config: ml_collections.ConfigDict, tokenizer) -> BatchFactory:
-    """Factory of resumable training batch iterators (`headjax.data.Batcher`) over
-    `data.train_samples` examples of each task, mixed by `data.weights` (default: uniform)."""
-    from headjax.data import Batcher, get_task
+def train_batches(config: ml_collections.ConfigDict, tokenizer, examples: Sequence[Example]
+                  ) -> BatchFactory:
+    """Factory of resumable training batch iterators (`headjax.data.Batcher`) over `examples`,
+    mixed by `data.weights` over `data.tasks` when given (default: in proportion to each task's
+    example count)."""
+    from headjax.data import Batcher
 
     tasks = tuple(config.data.tasks)
-    examples = []
-    for index, task in enumerate(tasks):
-        examples += get_task(task).examples("train", config.data.train_samples,
-                                            config.data.seed + index)
     weights = dict(zip(tasks, config.data.weights, strict=True)) if config.data.weights else None
 
     def make(state: dict | None):
@@ -114,17 +113,38 @@ def parameter_mask(config: ml_collections.ConfigDict, model_config):
                                include_kv=config.train.trainable_kv)
 
 
+def default_hooks(config: ml_collections.ConfigDict, model_config, tokenizer) -> Hooks:
+    """Accuracy per eval task and head patterns per probe task, as the config asks."""
+    return Hooks(evaluate=accuracy_hook(config, model_config, tokenizer),
+                 probes=probe_hook(config, tokenizer))
+
+
+def train_phase_fn(model_config, tokenizer,
+                   make_hooks: Callable[[ml_collections.ConfigDict], Hooks | None]):
+    """(phase config, params, examples, mask) -> TrainState: one `train` run, for
+    `headjax.train.guide.run_guided`."""
+
+    def train_phase(phase_config, params, examples, mask) -> TrainState:
+        return train(phase_config, model_config=model_config, params=params,
+                     make_batches=train_batches(phase_config, tokenizer, examples),
+                     hooks=make_hooks(phase_config), mask=mask)
+
+    return train_phase
+
+
 def run(config: ml_collections.ConfigDict) -> TrainState:
-    """Validate `config`, start multi-process JAX if needed, and train with eval and probes."""
+    """Validate `config`, start multi-process JAX if needed, and train with eval and probes,
+    through the phases of the `guide` section (one plain run when it is off)."""
+    from headjax.train.guide import run_guided
+
     validate(config)
     d = config.distributed
     maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_model(config)
-    hooks = Hooks(evaluate=accuracy_hook(config, model_config, tokenizer),
-                  probes=probe_hook(config, tokenizer))
-    state = train(config, model_config=model_config, params=params,
-                  make_batches=train_batches(config, tokenizer), hooks=hooks,
-                  mask=parameter_mask(config, model_config))
+    train_phase = train_phase_fn(model_config, tokenizer,
+                                 lambda c: default_hooks(c, model_config, tokenizer))
+    state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+                          mask=parameter_mask(config, model_config))
     if config.checkpoint.export_final:
         export_final(config, state, model_config, tokenizer)
     return state

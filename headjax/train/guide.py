@@ -1,0 +1,254 @@
+"""The paper's SFT improvements as trainer options (config section `guide`).
+
+A target task with few training samples (`data.tasks = (target,)`, `data.train_samples = n`)
+is learned with the help of plentiful basic-task data and the activation patterns:
+
+  a. Pattern-guided data mixing, `guide.mixture = "pattern"`: the weights a_i of the basic
+     tasks `guide.basis` are the non-negative least-squares fit of the target's pattern on
+     theirs (`headjax.heads.fit_combination(method="nnls")`, intercept free), and the
+     preliminary set holds N * a_i / sum_j a_j examples of basic task i (N =
+     `guide.preliminary_samples`, rounded by largest remainder so the counts add up to N).
+     Baselines: "uniform" (a_i = 1) and "random" (a ~ Dirichlet(1, ..., 1), seeded).
+  c. Schedule, `guide.schedule`: "joint" trains `train.steps` steps on the preliminary set and
+     the n target samples together (each drawn in proportion to its count); "warm_start" first
+     trains `guide.warm_steps` steps on the preliminary set alone (a run of its own in
+     `guide.warm_dir`), then `train.steps` steps on the n target samples.
+  b. Head-targeted SFT, `guide.heads = "pattern"`: in the target phase only the parameters of
+     the top `guide.head_fraction` heads by the target's activation pattern, measured on its n
+     training samples at the model entering that phase, are updated (optimizer mask,
+     `headjax.heads.head_parameter_mask`: q/o slices, the k/v group with `train.trainable_kv`,
+     the layer's MLP with `guide.train_mlp`). Baseline: "random", as many heads drawn uniformly.
+
+Patterns for (a): `guide.patterns` names an `.npz` of `[layers, heads]` arrays keyed by task
+name (e.g. the SFT-induced changes dAP of `scripts/reproduce.py`, the paper's choice); empty =
+the current model's activation patterns, computed at the start (the target on its n training
+samples, each basic task on `guide.probe_samples` of its own training split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jaxtyping import Bool, Float
+
+from headjax.data import Example, example_batches, get_task
+from headjax.heads.combination import fit_combination
+from headjax.heads.param_change import head_parameter_mask
+from headjax.heads.patterns import activation_pattern
+from headjax.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MIXTURES = ("none", "uniform", "random", "pattern")
+GUIDE_SCHEDULES = ("joint", "warm_start")
+HEAD_SELECTIONS = ("all", "pattern", "random")
+_BASIS_SEED_OFFSET = 1000  # basic-task examples are drawn with data.seed + offset + index
+
+
+class NoPatternFitError(ValueError):
+    """The NNLS weights of every basic task are zero: no mixture follows from the patterns."""
+
+
+def mixture_weights(kind: str, tasks: Sequence[str], key: jax.Array, *,
+                    target: Float[np.ndarray, "layers heads"] | None = None,
+                    basis: Float[np.ndarray, "tasks layers heads"] | None = None
+                    ) -> Float[np.ndarray, " tasks"]:
+    """Non-negative weights `[tasks]` summing to 1 for the preliminary set.
+
+    kind "uniform": 1/T each; "random": a draw from Dirichlet(1, ..., 1) (uniform on the simplex)
+    with `key`; "pattern": the NNLS weights of `target` on `basis`, normalised (an error when
+    they are all zero: no basic task's pattern helps explain the target's).
+    """
+    if kind == "uniform":
+        weights = np.ones(len(tasks))
+    elif kind == "random":
+        weights = np.asarray(jax.random.dirichlet(key, np.ones(len(tasks))), np.float64)
+    elif kind == "pattern":
+        if target is None or basis is None:
+            raise ValueError("guide.mixture='pattern': needs the target's and the basis patterns")
+        weights = np.asarray(fit_combination(target, basis, method="nnls").weights)
+        if not weights.sum() > 0:
+            raise NoPatternFitError(f"guide.mixture='pattern': the NNLS weights of the basis "
+                                    f"{tuple(tasks)} are all zero; no basic task's pattern "
+                                    f"fits the target's")
+    else:
+        raise ValueError(f"guide.mixture: {kind!r} not in {MIXTURES[1:]}")
+    return weights / weights.sum()
+
+
+def preliminary_counts(weights: Float[np.ndarray, " tasks"], total: int) -> np.ndarray:
+    """Integer counts `[tasks]` adding up to `total`, proportional to `weights` (the paper's
+    N * a_i / sum_j a_j), rounded by largest remainder (ties to the lower index)."""
+    weights = np.asarray(weights, np.float64)
+    if weights.ndim != 1 or (weights < 0).any() or not weights.sum() > 0:
+        raise ValueError(f"weights: need non-negative weights with a positive sum, got {weights}")
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:total - counts.sum()]] += 1
+    return counts
+
+
+def select_heads(kind: str, scores: Float[np.ndarray, "layers heads"], fraction: float,
+                 key: jax.Array) -> Bool[np.ndarray, "layers heads"]:
+    """The `round(fraction * layers * heads)` (at least 1) heads to train: the highest `scores`
+    ("pattern", ties to the lower flat index) or a uniform random set ("random", `key`)."""
+    scores = np.asarray(scores)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"guide.head_fraction: {fraction} not in (0, 1]")
+    count = max(1, round(fraction * scores.size))
+    if kind == "pattern":
+        chosen = np.argsort(-scores.ravel(), kind="stable")[:count]
+    elif kind == "random":
+        chosen = np.asarray(jax.random.choice(key, scores.size, (count,), replace=False))
+    else:
+        raise ValueError(f"guide.heads: {kind!r} not in {HEAD_SELECTIONS[1:]}")
+    mask = np.zeros(scores.size, bool)
+    mask[chosen] = True
+    return mask.reshape(scores.shape)
+
+
+def target_examples(config: ml_collections.ConfigDict) -> list[Example]:
+    """`data.train_samples` training examples of each of `data.tasks` (seed data.seed + index)."""
+    examples = []
+    for index, task in enumerate(config.data.tasks):
+        examples += get_task(task).examples("train", config.data.train_samples,
+                                            config.data.seed + index)
+    return examples
+
+
+def basis_examples(config: ml_collections.ConfigDict, counts: Sequence[int]) -> list[Example]:
+    """`counts[i]` training examples of basic task `guide.basis[i]`."""
+    examples = []
+    for index, (task, count) in enumerate(zip(config.guide.basis, counts, strict=True)):
+        examples += get_task(task).examples("train", int(count),
+                                            config.data.seed + _BASIS_SEED_OFFSET + index)
+    return examples
+
+
+def _pattern_of(params, model_config: ModelConfig, examples: Sequence[Example], tokenizer,
+                config: ml_collections.ConfigDict, name: str) -> np.ndarray:
+    batches = example_batches(examples, tokenizer, batch_size=config.heads.batch_size,
+                              max_len=config.data.max_len, name=name)
+    return activation_pattern(params, model_config, batches, loss_kind=config.heads.loss_kind,
+                              progress=False).mean
+
+
+def guide_patterns(config: ml_collections.ConfigDict, params, model_config: ModelConfig,
+                   tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """(target pattern `[layers, heads]`, basis patterns `[tasks, layers, heads]`) for
+    `guide.mixture = "pattern"`: read from `guide.patterns`, or computed (module docstring)."""
+    target, basis = config.data.tasks[0], tuple(config.guide.basis)
+    shape = (model_config.num_layers, model_config.num_heads)
+    if config.guide.patterns:
+        path = Path(config.guide.patterns)
+        if not path.is_file():
+            raise FileNotFoundError(f"config.guide.patterns: no file {path}")
+        with np.load(path) as data:
+            missing = [t for t in (target, *basis) if t not in data.files]
+            if missing:
+                raise ValueError(f"config.guide.patterns: {path} has no pattern for {missing} "
+                                 f"(it holds {sorted(data.files)})")
+            arrays = {t: np.asarray(data[t], np.float64) for t in (target, *basis)}
+        wrong = {t: a.shape for t, a in arrays.items() if a.shape != shape}
+        if wrong:
+            raise ValueError(f"config.guide.patterns: {path}: shapes {wrong}, expected {shape}")
+        return arrays[target], np.stack([arrays[t] for t in basis])
+    own = _pattern_of(params, model_config, target_examples(config), tokenizer, config,
+                      f"task {target!r} training samples")
+    probes = [_pattern_of(params, model_config,
+                          get_task(t).examples("train", config.guide.probe_samples,
+                                               config.data.seed + _BASIS_SEED_OFFSET + i),
+                          tokenizer, config, f"task {t!r} guide probe")
+              for i, t in enumerate(basis)]
+    return own, np.stack(probes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training run of a guided schedule: its config and examples."""
+
+    name: str
+    config: ml_collections.ConfigDict
+    examples: list[Example]
+
+
+def plan_phases(config: ml_collections.ConfigDict, preliminary: list[Example]) -> list[Phase]:
+    """The runs of `guide.schedule`: one ("joint", or no mixture) or two ("warm_start")."""
+    own = target_examples(config)
+    if config.guide.mixture == "none":
+        return [Phase("target", config, own)]
+    if config.guide.schedule == "joint":
+        return [Phase("target", config, preliminary + own)]
+    warm = ml_collections.ConfigDict(config.to_dict())
+    warm.run_dir = config.guide.warm_dir or str(Path(config.run_dir) / "warm_start")
+    warm.checkpoint.dir = ""
+    warm.checkpoint.export_final = False
+    warm.train.steps = config.guide.warm_steps
+    warm.train.warmup_steps = min(config.train.warmup_steps, config.guide.warm_steps)
+    warm.train.trainable_heads = ""
+    warm.guide.heads = "all"
+    return [Phase("warm_start", warm, preliminary), Phase("target", config, own)]
+
+
+Trainer = Callable[[ml_collections.ConfigDict, Any, list[Example], Any], Any]
+
+
+def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelConfig, tokenizer,
+               train_phase: Trainer, *, mask: Any = None, write: bool = True
+               ) -> tuple[Any, dict]:
+    """Run the phases of `config.guide` (a plain run when every option is off).
+
+    train_phase(phase config, params, examples, mask or None) -> TrainState trains one phase.
+    mask: a parameter mask for the target phase when `guide.heads` is "all" (e.g. the one of
+      `train.trainable_heads`); None trains every parameter.
+    Returns (the last phase's TrainState, the record written to `run_dir/guide.json`: mixture
+    weights and counts per basic task, the trained heads, trainable and total parameters).
+    """
+    g = config.guide
+    key = jax.random.key(g.seed)
+    record: dict = {"mixture": g.mixture, "schedule": g.schedule, "heads": g.heads}
+    preliminary: list[Example] = []
+    if g.mixture != "none":
+        target, basis = (guide_patterns(config, params, model_config, tokenizer)
+                         if g.mixture == "pattern" else (None, None))
+        weights = mixture_weights(g.mixture, g.basis, jax.random.fold_in(key, 0),
+                                  target=target, basis=basis)
+        counts = preliminary_counts(weights, g.preliminary_samples)
+        record["weights"] = dict(zip(g.basis, weights.tolist(), strict=True))
+        record["counts"] = dict(zip(g.basis, counts.tolist(), strict=True))
+        log.info("guide: preliminary set %s", record["counts"])
+        preliminary = basis_examples(config, counts)
+    state = None
+    for phase in plan_phases(config, preliminary):
+        if state is not None:
+            params = state.params
+        phase_mask = mask if phase.name == "target" else None
+        if phase.name == "target" and g.heads != "all":
+            scores = (_pattern_of(params, model_config, target_examples(config), tokenizer,
+                                  config, "guide head selection") if g.heads == "pattern"
+                      else np.zeros((model_config.num_layers, model_config.num_heads)))
+            heads = select_heads(g.heads, scores, g.head_fraction, jax.random.fold_in(key, 1))
+            phase_mask = head_parameter_mask(model_config, heads,
+                                             include_kv=config.train.trainable_kv,
+                                             include_mlp=g.train_mlp)
+            record["trained_heads"] = np.argwhere(heads).tolist()
+        state = train_phase(phase.config, params, phase.examples, phase_mask)
+    leaves = jax.tree.leaves(state.params)
+    record["total_parameters"] = int(sum(np.size(p) for p in leaves))
+    record["trainable_parameters"] = (record["total_parameters"] if mask is None and g.heads ==
+                                      "all" else int(sum(np.asarray(m).sum() for m in
+                                                         jax.tree.leaves(phase_mask))))
+    if write and jax.process_index() == 0:
+        path = Path(config.run_dir) / "guide.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    return state, record
