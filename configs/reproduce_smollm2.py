@@ -1,0 +1,44 @@
+"""The paper's findings and SFT improvements on SmolLM2-135M-Instruct, at a scale that fits 2 CPU
+cores (about an hour): gsm_symbolic (GSM8K-style word problems) as the complex target, four
+basic tasks it draws on, spell_backward as an unrelated control.
+
+  python scripts/reproduce.py --config configs/reproduce_smollm2.py
+
+Scale up on a TPU/GPU by overriding, e.g. `--config.findings.steps=400
+--config.findings.train_samples=4000 --config.grid.budgets=16,64,256,1024
+--config.grid.eval_samples=1000 --config.base.train.batch_size=64`, or point
+`base.model.pretrained` at a 7B checkpoint with a `base.mesh` that fits it.
+"""
+
+from headjax.reproduce.config import default_reproduce_config
+
+
+def get_config():
+    c = default_reproduce_config()
+    c.out_dir = "runs/reproduce_smollm2"
+    c.doc = "docs/reproduction.md"
+    b = c.base
+    b.model.pretrained = "smollm2-135m-instruct"
+    b.data.max_len = 192
+    b.train.batch_size = 8
+    b.train.lr = 1e-4
+    b.train.warmup_steps = 0
+    b.train.schedule = "cosine"
+    b.eval.max_new_tokens = 8
+    b.eval.batch_size = 48
+    b.heads.batch_size = 16
+    c.findings.target = "gsm_symbolic"
+    c.findings.basic = ("basic_arithmetic", "chain_sum", "products", "leg_counting")
+    c.findings.unrelated = ("spell_backward",)
+    c.findings.train_samples = 256
+    c.findings.steps = 16
+    c.findings.probe_samples = 16
+    c.findings.probe_every = 8
+    c.grid.budgets = (8, 32)
+    c.grid.epochs = 3
+    c.grid.seeds = (0, 1, 2)
+    c.grid.preliminary_samples = 128
+    c.grid.warm_steps = 16
+    c.grid.head_fraction = 0.1
+    c.grid.eval_samples = 48
+    return c

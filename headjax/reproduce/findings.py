@@ -1,0 +1,242 @@
+"""Stage 1: SFT on each task alone with every task probed, and the paper's three findings.
+
+For each task t of (target, *basic, *unrelated): `findings.steps` SFT steps on
+`findings.train_samples` examples of t, every task's activation pattern recorded on its fixed
+probe set at steps 0, `probe_every`, ..., final. Saved per task t (`out_dir/findings/<t>.npz`):
+
+    steps                 [steps]
+    <u>                   [steps, layers, heads]   AP of probe task u along t's run
+    <u>.per_sample        [2, samples, layers, heads]  u's per-sample scores at step 0 and final
+    head_change           [layers, heads]   relative Frobenius change of each head's q/k/v/o
+    param_change          scalar            ||d theta|| / ||theta||
+    concentration         scalar            fraction of entries holding 90% of squared change
+
+t's own change is dAP_t = AP_t(final of run t) - AP_t(step 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from headjax.data import probe_batches
+from headjax.heads import (
+    ablation_effects,
+    activated_heads,
+    change_concentration,
+    coefficient_of_variation,
+    fit_combination,
+    gini,
+    head_param_change,
+    held_out_fit,
+    label_permutation_null,
+    movement_toward,
+    p_value,
+    random_head_sets,
+    random_set_jaccard_null,
+    relative_param_change,
+    shuffled_fit_null,
+    spearman,
+    task_overlap,
+    top_k_share,
+    trajectory,
+)
+from headjax.heads.report import load_run_patterns
+from headjax.reproduce.config import findings_tasks
+from headjax.train.experiment import probe_hook, train_batches
+from headjax.train.guide import target_examples
+from headjax.train.loop import Hooks
+from headjax.train.trainer import train
+
+log = logging.getLogger(__name__)
+
+
+def findings_run_config(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
+    """The run config of task `task`'s SFT in the findings stage."""
+    c = ml_collections.ConfigDict(config.base.to_dict())
+    f = config.findings
+    c.run_dir = str(Path(config.out_dir) / "findings" / task)
+    c.data.tasks = (task,)
+    c.data.train_samples = f.train_samples
+    c.train.steps = f.steps
+    c.train.warmup_steps = min(c.train.warmup_steps, f.steps)
+    c.heads.tasks = findings_tasks(config)
+    c.heads.samples = f.probe_samples
+    c.heads.every = f.probe_every
+    c.checkpoint.update(every=0, keep=1, export_final=False)
+    return c
+
+
+def findings_path(config: ml_collections.ConfigDict, task: str) -> Path:
+    return Path(config.out_dir) / "findings" / f"{task}.npz"
+
+
+def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer) -> None:
+    """Train and probe every findings task not already saved (resumable per task and, inside a
+    task's run, from its checkpoints). `base_params`: host (numpy) arrays."""
+    for task in findings_tasks(config):
+        path = findings_path(config, task)
+        if path.exists():
+            continue
+        run = findings_run_config(config, task)
+        log.info("findings: SFT on %s", task)
+        state = train(run, model_config=model_config, params=base_params,
+                      make_batches=train_batches(run, tokenizer, target_examples(run)),
+                      hooks=Hooks(probes=probe_hook(run, tokenizer)))
+        after = jax.device_get(state.params)
+        steps, patterns = load_run_patterns(run.run_dir)
+        arrays = {"steps": np.asarray(steps), **patterns}
+        for u in patterns:
+            ends = []
+            for step in (steps[0], steps[-1]):
+                with np.load(Path(run.run_dir) / "patterns" / f"step_{step:06d}.npz") as data:
+                    ends.append(data[f"{u}.per_sample"])
+            arrays[f"{u}.per_sample"] = np.stack(ends)
+        arrays["head_change"] = np.asarray(head_param_change(base_params, after).combined)
+        arrays["param_change"] = np.asarray(relative_param_change(base_params, after))
+        arrays["concentration"] = np.asarray(change_concentration(base_params, after))
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
+
+
+def load_findings(config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
+    """{task: its saved arrays} for every findings task."""
+    out = {}
+    for task in findings_tasks(config):
+        with np.load(findings_path(config, task)) as data:
+            out[task] = {k: data[k] for k in data.files}
+    return out
+
+
+def own_change(findings: dict, task: str) -> np.ndarray:
+    """dAP of `task` under its own SFT, `[layers, heads]`."""
+    return findings[task][task][-1] - findings[task][task][0]
+
+
+def _per_sample_change(findings: dict, task: str) -> np.ndarray:
+    ends = findings[task][f"{task}.per_sample"]
+    return ends[1] - ends[0]
+
+
+def finding1(config, findings: dict, base_params, model_config, tokenizer) -> dict:
+    """Task-specific heads: concentration of dAP, Gini/CV before and after, pairwise overlap of
+    top-k sets against random sets and shuffled task labels, and the ablation check."""
+    k, draws = config.findings.k, config.findings.null_draws
+    tasks = findings_tasks(config)
+    key = jax.random.key(0)
+    shape = own_change(findings, tasks[0]).shape
+    per_task, pairs = {}, {}
+    for t in tasks:
+        before, after = findings[t][t][0], findings[t][t][-1]
+        change = own_change(findings, t)
+        per_task[t] = {"gini_before": float(gini(before)), "gini_after": float(gini(after)),
+                       "cv_before": float(coefficient_of_variation(before)),
+                       "cv_after": float(coefficient_of_variation(after)),
+                       "top_k_share": float(top_k_share(change, k)),
+                       "uniform_top_k_share": k / change.size,
+                       "top_k_heads": np.argwhere(np.asarray(
+                           activated_heads(change, k=k))).tolist()}
+    random_null = np.asarray(random_set_jaccard_null(key, shape, k, num_draws=draws))
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
+            jac, rho = task_overlap(own_change(findings, a), own_change(findings, b), k=k)
+            shuffled = label_permutation_null(_per_sample_change(findings, a),
+                                              _per_sample_change(findings, b),
+                                              jax.random.fold_in(key, len(pairs)), k=k,
+                                              num_permutations=draws)
+            pairs[f"{a} / {b}"] = {
+                "jaccard": float(jac), "spearman": float(rho),
+                "jaccard_random_mean": float(random_null.mean()),
+                "jaccard_shuffled_mean": float(np.mean(shuffled.jaccard)),
+                "p_jaccard_below_shuffled": p_value(float(jac), np.asarray(shuffled.jaccard),
+                                                    alternative="less")}
+    return {"tasks": per_task, "pairs": pairs,
+            "ablation": _ablation(config, findings, base_params, model_config, tokenizer)}
+
+
+def _ablation(config, findings, base_params, model_config, tokenizer) -> dict:
+    """Per task: mean loss increase (nats) on its probes at the base model when ablating its own
+    top-k heads, each other task's top-k (mean over tasks) and k random heads (mean of 5)."""
+    k, tasks = config.findings.k, findings_tasks(config)
+    shape = (model_config.num_layers, model_config.num_heads)
+    tops = {t: np.asarray(activated_heads(own_change(findings, t), k=k)) for t in tasks}
+    randoms = np.asarray(random_head_sets(jax.random.key(1), shape, k, 5))
+    out = {}
+    for t in tasks:
+        sets = {"own": tops[t], **{f"other:{u}": tops[u] for u in tasks if u != t},
+                **{f"random:{i}": r for i, r in enumerate(randoms)}}
+        batches = probe_batches(t, tokenizer, num_samples=config.findings.probe_samples,
+                                batch_size=config.base.heads.batch_size,
+                                max_len=config.base.data.max_len, seed=config.base.data.seed)
+        effects = ablation_effects(base_params, model_config, batches, sets)
+        out[t] = {"own": effects["own"],
+                  "other": float(np.mean([v for n, v in effects.items() if n[:6] == "other:"])),
+                  "random": float(np.mean([v for n, v in effects.items() if n[:7] == "random:"]))}
+    return out
+
+
+def _fits(target: np.ndarray, basis: list[np.ndarray], names, key, draws) -> dict:
+    stack = np.stack(basis)
+    ols, nnls = (fit_combination(target, stack, method=m) for m in ("ols", "nnls"))
+    null = shuffled_fit_null(target, stack, key, num_permutations=draws)
+    n, p = target.size, len(basis)
+    return {"basis": list(names), "r2_ols": ols.r2, "r2_nnls": nnls.r2,
+            "adjusted_r2_ols": 1 - (1 - ols.r2) * (n - 1) / (n - p - 1),
+            "weights_ols": dict(zip(names, ols.weights.tolist(), strict=True)),
+            "weights_nnls": dict(zip(names, nnls.weights.tolist(), strict=True)),
+            "shuffled_r2_mean": float(null.mean()),
+            "p_above_shuffled": p_value(ols.r2, null, alternative="greater")}
+
+
+def finding2(config, findings: dict) -> dict:
+    """Complex = combination of basic: fits of the target's dAP on the basic tasks' dAPs (OLS,
+    NNLS, head-shuffled null), on the unrelated tasks' dAPs, a held-out split-half fit, and the
+    reverse direction (does SFT on a basic task move the target's pattern toward the target's
+    own post-SFT pattern?)."""
+    f = config.findings
+    key = jax.random.key(2)
+    target = own_change(findings, f.target)
+    out = {"basic": _fits(target, [own_change(findings, t) for t in f.basic], f.basic,
+                          key, f.null_draws)}
+    if f.unrelated:
+        out["unrelated"] = _fits(target, [own_change(findings, t) for t in f.unrelated],
+                                 f.unrelated, key, f.null_draws)
+    held = held_out_fit(_per_sample_change(findings, f.target),
+                        [_per_sample_change(findings, t) for t in f.basic], key)
+    out["held_out"] = {"r2_fit_half": held.fit.r2, "r2_held_out_half": held.r2_held_out}
+    own_after = findings[f.target][f.target][-1]
+    out["reverse"] = {}
+    for t in (*f.basic, *f.unrelated):
+        move = movement_toward(findings[t][f.target][0], findings[t][f.target][-1], own_after)
+        out["reverse"][t] = move._asdict()
+    return out
+
+
+def finding3(config, findings: dict) -> dict:
+    """Few parameters, large pattern shift: relative parameter and pattern change, their ratio,
+    the concentration of the parameter change, the trajectory of the pattern over steps, and
+    whether the heads whose parameters moved most are those whose pattern moved most."""
+    out = {}
+    for t in findings_tasks(config):
+        arrays = findings[t]
+        own = arrays[t]
+        pattern_rel = float(np.linalg.norm(own[-1] - own[0]) / np.linalg.norm(own[0]))
+        traj = trajectory(own.astype(np.float32))
+        out[t] = {"param_change": float(arrays["param_change"]),
+                  "pattern_change": pattern_rel,
+                  "ratio": pattern_rel / float(arrays["param_change"]),
+                  "concentration_90": float(arrays["concentration"]),
+                  "steps": arrays["steps"].tolist(),
+                  "corr_to_base": np.asarray(traj.corr_to_base).tolist(),
+                  "corr_to_final": np.asarray(traj.corr_to_final).tolist(),
+                  "spearman_head_param_vs_pattern": float(spearman(
+                      arrays["head_change"], np.abs(own[-1] - own[0])))}
+    return out
+

@@ -1,0 +1,183 @@
+"""Stage 2: the improvements against their baselines, budget x method x seed, resumable.
+
+Every run fine-tunes the base model on `budget` training examples of the target task (data seed
+= the run's seed) for ceil(epochs * budget / batch) steps, with the `guide` options its method
+names (`headjax.train.guide`):
+
+    plain           no guide: plain SFT on the few target samples
+    heads_pattern   only the top `head_fraction` heads by the target's pattern are trained
+    heads_random    as many random heads
+    warm_pattern    warm start on the basic tasks mixed by the NNLS fit of the target's dAP on
+                    theirs (the findings stage's dAPs), then the target samples
+    warm_random     warm start on a random (Dirichlet) mixture, then the target samples
+    joint_pattern   the pattern mixture and the target samples together, warm + target steps
+    joint_random    a random mixture likewise
+
+Each finished run appends one JSON line to `out_dir/results.jsonl` (accuracy and held-out loss on
+`eval_samples` test examples of the target, the pattern's move toward the full-SFT pattern,
+trainable parameters, wall time); a run already there is skipped, a killed run restarts from
+its own checkpoints. A pattern mixture whose NNLS weights are all zero is recorded as such (an
+"error" row). Warm starts are shared across budgets (`out_dir/warm/<mixture>_s<seed>`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from headjax.data import example_batches, get_task, probe_batches
+from headjax.eval.accuracy import evaluate_accuracy
+from headjax.heads import activation_pattern, movement_toward
+from headjax.model.loss import per_sample_loss
+from headjax.train.experiment import train_phase_fn
+from headjax.train.guide import NoPatternFitError, run_guided
+
+log = logging.getLogger(__name__)
+
+BASE_KEY = "base"
+
+
+def run_key(budget: int, method: str, seed: int) -> str:
+    return f"n{budget}_{method}_s{seed}"
+
+
+def target_steps(config: ml_collections.ConfigDict, budget: int) -> int:
+    """Steps of the target phase: enough for `grid.epochs` passes over `budget` examples."""
+    return math.ceil(config.grid.epochs * budget / config.base.train.batch_size)
+
+
+def method_config(config: ml_collections.ConfigDict, budget: int, method: str, seed: int,
+                  dap_path: str | Path) -> ml_collections.ConfigDict:
+    """The run config of one grid cell (see the module docstring)."""
+    c = ml_collections.ConfigDict(config.base.to_dict())
+    g = config.grid
+    c.run_dir = str(Path(config.out_dir) / "grid" / run_key(budget, method, seed))
+    c.data.tasks = (config.findings.target,)
+    c.data.train_samples = budget
+    c.data.seed = seed
+    c.train.seed = seed
+    c.train.steps = target_steps(config, budget)
+    c.checkpoint.update(every=0, keep=1, export_final=False)
+    c.guide.seed = seed
+    kind, _, choice = method.partition("_")
+    if kind == "heads":
+        c.guide.update(heads=choice, head_fraction=g.head_fraction)
+    elif kind in ("warm", "joint"):
+        c.guide.update(mixture=choice, basis=tuple(config.findings.basic),
+                       preliminary_samples=g.preliminary_samples,
+                       patterns=str(dap_path) if choice == "pattern" else "")
+        if kind == "warm":
+            c.guide.update(schedule="warm_start", warm_steps=g.warm_steps,
+                           warm_dir=str(Path(config.out_dir) / "warm" / f"{choice}_s{seed}"))
+        else:
+            c.guide.schedule = "joint"
+            c.train.steps += g.warm_steps
+    elif method != "plain":
+        raise ValueError(f"config.grid.methods: unknown method {method!r}")
+    c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps)
+    return c
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _losses(params, batch, config):
+    return per_sample_loss(params, batch, config), batch["loss_mask"].sum(axis=1) > 0
+
+
+def evaluate_target(config: ml_collections.ConfigDict, params, model_config, tokenizer,
+                    base_pattern: np.ndarray, goal_pattern: np.ndarray) -> dict:
+    """Accuracy (greedy, task scorer) and mean held-out answer loss (nats/token, per sample) on
+    the same `grid.eval_samples` test examples for every run, and the target's pattern on the
+    findings probe set with its move from the base toward the full-SFT pattern."""
+    b, target = config.base, config.findings.target
+    examples = get_task(target).examples("test", config.grid.eval_samples, 0)
+    accuracy = evaluate_accuracy(params, model_config, tokenizer, target, examples,
+                                 max_new_tokens=b.eval.max_new_tokens,
+                                 batch_size=b.eval.batch_size)
+    losses = []
+    for batch in example_batches(examples, tokenizer, batch_size=b.eval.batch_size,
+                                 max_len=b.data.max_len, name="held-out loss"):
+        loss, real = _losses(params, {k: jnp.asarray(v) for k, v in batch.items()},
+                             model_config)
+        losses += np.asarray(loss)[np.asarray(real)].tolist()
+    probes = probe_batches(target, tokenizer, num_samples=config.findings.probe_samples,
+                           batch_size=b.heads.batch_size, max_len=b.data.max_len,
+                           seed=b.data.seed)
+    pattern = activation_pattern(params, model_config, probes, progress=False).mean
+    move = movement_toward(base_pattern, pattern, goal_pattern)
+    return {"accuracy": accuracy.accuracy, "n_eval": accuracy.n,
+            "heldout_loss": float(np.mean(losses)), "pattern": pattern.tolist(),
+            "pattern_move": move._asdict()}
+
+
+def load_results(path: Path) -> dict[str, dict]:
+    """{run key: result} from results.jsonl (a torn last line, from a kill, is ignored)."""
+    results = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: skipping a torn line", path)
+                continue
+            results[row["key"]] = row
+    return results
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def run_grid(config: ml_collections.ConfigDict, base_params, model_config, tokenizer,
+             base_pattern: np.ndarray, goal_pattern: np.ndarray, dap_path: Path) -> dict:
+    """Evaluate the base model once and run every missing grid cell, seed by seed (so a cut-short
+    grid holds whole seeds); returns all results."""
+    path = Path(config.out_dir) / "results.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = load_results(path)
+    evaluate = functools.partial(evaluate_target, config, model_config=model_config,
+                                 tokenizer=tokenizer, base_pattern=base_pattern,
+                                 goal_pattern=goal_pattern)
+    if BASE_KEY not in done:
+        done[BASE_KEY] = {"key": BASE_KEY, "budget": 0, "method": "base", "seed": -1,
+                          **evaluate(params=base_params), "trainable_parameters": 0, "steps": 0}
+        _append(path, done[BASE_KEY])
+    train_phase = train_phase_fn(model_config, tokenizer, lambda c: None)
+    for seed in config.grid.seeds:
+        for budget in config.grid.budgets:
+            for method in config.grid.methods:
+                key = run_key(budget, method, seed)
+                if key in done:
+                    continue
+                run = method_config(config, budget, method, seed, dap_path)
+                log.info("grid: %s (%d steps)", key, run.train.steps)
+                started = time.perf_counter()
+                try:
+                    state, record = run_guided(run, base_params, model_config, tokenizer,
+                                               train_phase)
+                except NoPatternFitError as err:  # a result, not a crash: no mixture exists
+                    log.warning("grid: %s: %s", key, err)
+                    done[key] = {"key": key, "budget": budget, "method": method, "seed": seed,
+                                 "error": str(err)}
+                    _append(path, done[key])
+                    continue
+                row = {"key": key, "budget": budget, "method": method, "seed": seed,
+                       "steps": run.train.steps, **evaluate(params=state.params),
+                       "trainable_parameters": record["trainable_parameters"],
+                       "total_parameters": record["total_parameters"],
+                       "mixture": record.get("weights"), "counts": record.get("counts"),
+                       "wall_s": time.perf_counter() - started}
+                _append(path, row)
+                done[key] = row
+                shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
+    return done

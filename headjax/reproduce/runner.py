@@ -1,0 +1,64 @@
+"""The reproduction end to end: findings stage, grid, measures and the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from headjax.reproduce.config import findings_tasks, validate_reproduce
+from headjax.reproduce.findings import (
+    finding1,
+    finding2,
+    finding3,
+    load_findings,
+    own_change,
+    run_findings,
+)
+from headjax.reproduce.grid import load_results, run_grid
+
+log = logging.getLogger(__name__)
+STAGES = ("findings", "grid", "report")
+
+
+def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
+    """`out_dir/findings/dap.npz`: each findings task's own dAP `[layers, heads]` (the patterns
+    file of the pattern-guided mixture, `guide.patterns`)."""
+    path = Path(config.out_dir) / "findings" / "dap.npz"
+    np.savez(path, **{t: own_change(findings, t) for t in findings_tasks(config)})
+    return path
+
+
+def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
+    """Run the requested `stages` in order (each resumes what an earlier call left); returns the
+    report's path when "report" ran."""
+    from headjax.io.pretrained import load_pretrained
+
+    validate_reproduce(config)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
+    params, model_config, tokenizer = load_pretrained(config.base.model.pretrained,
+                                                      dtype=config.base.model.param_dtype)
+    base_params = jax.device_get(params)
+    del params
+    if "findings" in stages:
+        run_findings(config, base_params, model_config, tokenizer)
+    findings = load_findings(config)
+    dap_path = write_dap(config, findings)
+    target = findings[config.findings.target][config.findings.target]
+    if "grid" in stages:
+        run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path)
+    if "report" not in stages:
+        return None
+    from headjax.reproduce.report import write_reproduction
+
+    measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
+                "finding2": finding2(config, findings), "finding3": finding3(config, findings)}
+    (Path(config.out_dir) / "measures.json").write_text(json.dumps(measures, indent=2))
+    results = load_results(Path(config.out_dir) / "results.jsonl")
+    return write_reproduction(config, measures, results, findings, model_config)
