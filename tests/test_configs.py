@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from headjax.reproduce.config import validate_reproduce
 from headjax.train import default_config, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -29,12 +30,16 @@ def load(path: Path):
 def test_config_dir_is_complete():
     names = {p.stem for p in CONFIG_FILES}
     assert {"default", "smollm2_quickstart", "smollm2_basic_tasks", "smollm2_complex_task",
-            "llama3_8b_tpu_v5p"} <= names
+            "llama3_8b_tpu_v5p", "reproduce_smollm2"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
 def test_config_file_validates(path):
-    validate(load(path))
+    config = load(path)
+    if "findings" in config:  # a reproduction config: a base run config plus its stages
+        validate_reproduce(config)
+    else:
+        validate(config)
 
 
 def _set(config, dotted, value):

@@ -86,6 +86,18 @@ def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "") -> F
     return fig
 
 
+def scatter(x: np.ndarray, y: np.ndarray, *, xlabel: str = "", ylabel: str = "",
+            title: str = "") -> Figure:
+    """One point per entry of `x` and `y` (e.g. per head: parameter change vs pattern change)."""
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(np.ravel(x), np.ravel(y), s=12, alpha=0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG (parents created)."""
     path = Path(path)

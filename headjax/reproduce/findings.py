@@ -1,11 +1,13 @@
 """Stage 1: SFT on each task alone with every task probed, and the paper's three findings.
 
 For each task t of (target, *basic, *unrelated): `findings.steps` SFT steps on
-`findings.train_samples` examples of t, every task's activation pattern recorded on its fixed
-probe set at steps 0, `probe_every`, ..., final. Saved per task t (`out_dir/findings/<t>.npz`):
+`findings.train_samples` examples of t, the activation patterns of t and of the target recorded
+on their fixed probe sets at steps 0, `probe_every`, ..., final (step 0, the base model, is scored
+once for all tasks: `out_dir/findings/base_patterns.npz`). Saved per task t
+(`out_dir/findings/<t>.npz`):
 
     steps                 [steps]
-    <u>                   [steps, layers, heads]   AP of probe task u along t's run
+    <u>                   [steps, layers, heads]   AP of probe task u (t, target) along t's run
     <u>.per_sample        [2, samples, layers, heads]  u's per-sample scores at step 0 and final
     head_change           [layers, heads]   relative Frobenius change of each head's q/k/v/o
     param_change          scalar            ||d theta|| / ||theta||
@@ -51,6 +53,7 @@ from headjax.reproduce.config import findings_tasks
 from headjax.train.experiment import probe_hook, train_batches
 from headjax.train.guide import target_examples
 from headjax.train.loop import Hooks
+from headjax.train.patterns import pattern_path, record_patterns
 from headjax.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -65,25 +68,59 @@ def findings_run_config(config: ml_collections.ConfigDict, task: str) -> ml_coll
     c.data.train_samples = f.train_samples
     c.train.steps = f.steps
     c.train.warmup_steps = min(c.train.warmup_steps, f.steps)
-    c.heads.tasks = findings_tasks(config)
+    c.heads.tasks = tuple(dict.fromkeys((task, f.target)))
     c.heads.samples = f.probe_samples
     c.heads.every = f.probe_every
     c.checkpoint.update(every=0, keep=1, export_final=False)
     return c
 
 
+def save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` to a temporary file renamed into place (per process: in a multi-host run every
+    process writes the same arrays, and the last rename wins)."""
+    tmp = path.with_suffix(f".tmp{jax.process_index()}.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
 def findings_path(config: ml_collections.ConfigDict, task: str) -> Path:
     return Path(config.out_dir) / "findings" / f"{task}.npz"
+
+
+def base_patterns(config: ml_collections.ConfigDict, base_params, model_config,
+                  tokenizer) -> Path:
+    """`out_dir/findings/base_patterns.npz`: every findings task's AP (and per-sample scores) at
+    the base model, computed once."""
+    path = Path(config.out_dir) / "findings" / "base_patterns.npz"
+    if not path.exists():
+        every = findings_run_config(config, config.findings.target)
+        every.heads.tasks = findings_tasks(config)
+        record_patterns(base_params, probe_hook(every, tokenizer), model_config, path,
+                        loss_kind=every.heads.loss_kind, write=jax.process_index() == 0)
+    return path
+
+
+def _seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
+    """Write the run's step-0 patterns (its probe tasks) from the base patterns."""
+    step_zero = pattern_path(run.run_dir, 0)
+    if step_zero.exists():
+        return
+    with np.load(base) as data:
+        arrays = {k: data[k] for k in data.files if k.split(".")[0] in run.heads.tasks}
+    step_zero.parent.mkdir(parents=True, exist_ok=True)
+    save_atomically(step_zero, arrays)
 
 
 def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer) -> None:
     """Train and probe every findings task not already saved (resumable per task and, inside a
     task's run, from its checkpoints). `base_params`: host (numpy) arrays."""
+    base = base_patterns(config, base_params, model_config, tokenizer)
     for task in findings_tasks(config):
         path = findings_path(config, task)
         if path.exists():
             continue
         run = findings_run_config(config, task)
+        _seed_step_zero(run, base)
         log.info("findings: SFT on %s", task)
         state = train(run, model_config=model_config, params=base_params,
                       make_batches=train_batches(run, tokenizer, target_examples(run)),
@@ -94,15 +131,13 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
         for u in patterns:
             ends = []
             for step in (steps[0], steps[-1]):
-                with np.load(Path(run.run_dir) / "patterns" / f"step_{step:06d}.npz") as data:
+                with np.load(pattern_path(run.run_dir, step)) as data:
                     ends.append(data[f"{u}.per_sample"])
             arrays[f"{u}.per_sample"] = np.stack(ends)
         arrays["head_change"] = np.asarray(head_param_change(base_params, after).combined)
         arrays["param_change"] = np.asarray(relative_param_change(base_params, after))
         arrays["concentration"] = np.asarray(change_concentration(base_params, after))
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        save_atomically(path, arrays)
         shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
 
 

@@ -134,6 +134,9 @@ def load_results(path: Path) -> dict[str, dict]:
 
 
 def _append(path: Path, row: dict) -> None:
+    """Add `row` to results.jsonl (the first process writes; every process keeps it in memory)."""
+    if jax.process_index() != 0:
+        return
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
 

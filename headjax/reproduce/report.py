@@ -9,9 +9,13 @@ by fixed rules written next to each statement, so re-running the grid rewrites t
 from __future__ import annotations
 
 import datetime
+import json
+import operator
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
@@ -88,6 +92,10 @@ def _figures(config, measures, results, findings, out: Path) -> list[tuple[str, 
     figs.append(("nnls_weights.png", "NNLS weights of the target's dAP on the basic dAPs",
                  plots.bars(fit["weights_nnls"], ylabel="weight",
                             title=f"{target}: NNLS R^2 = {fit['r2_nnls']:.3f}")))
+    figs.append(("param_vs_pattern.png", f"{target}: per-head parameter change vs |dAP|",
+                 plots.scatter(findings[target]["head_change"], np.abs(changes[target]),
+                               xlabel="relative change of the head's q/k/v/o",
+                               ylabel="|dAP|", title=target)))
     f3 = measures["finding3"]
     steps = f3[target]["steps"]
     figs.append(("trajectory.png", "Correlation of each task's AP with its base AP over SFT",
@@ -276,13 +284,20 @@ def _improvement_md(config, results, cells) -> list[str]:
                              f"{100 * acc_half:.1f} | {loss:+.3f} ± {loss_half:.3f} | "
                              f"{_verdict(loss, loss_half, 'lower')} |")
     reference = cells.get(("plain", budgets[-1]), [])
-    if reference:
-        goal = float(np.mean([r["heldout_loss"] for r in reference]))
-        lines += ["", f"Samples to reach plain SFT's held-out loss at {budgets[-1]} samples "
-                  f"({goal:.3f}):", ""]
+    for field, name, reaches in (("heldout_loss", "held-out loss", operator.le),
+                                 ("accuracy", "accuracy", operator.ge)):
+        if not reference:
+            break
+
+        def mean(rows, field=field):
+            return float(np.mean([r[field] for r in rows]))
+
+        goal = mean(reference)
+        lines += ["", f"Fewest target samples at which a method's mean {name} reaches plain "
+                  f"SFT's at {budgets[-1]} samples ({goal:.3f}):", ""]
         for method in methods:
-            reached = [b for b in budgets if cells.get((method, b)) and np.mean(
-                [r["heldout_loss"] for r in cells[(method, b)]]) <= goal]
+            reached = [b for b in budgets
+                       if cells.get((method, b)) and reaches(mean(cells[(method, b)]), goal)]
             lines.append(f"- {method}: {reached[0] if reached else 'not within the grid'}")
     failed = sorted({r["error"] for r in results.values() if "error" in r})
     if failed:
@@ -290,6 +305,20 @@ def _improvement_md(config, results, cells) -> list[str]:
     lines += ["", f"**Against the paper** ({PAPER['improvement']}): see the verdicts above; a "
               "'no clear difference' is reported as such.", ""]
     return lines
+
+
+def _findings_wall(config, task: str) -> float:
+    """Seconds the findings run of `task` took (its run's summary.json), 0 if unknown."""
+    path = Path(config.out_dir) / "findings" / task / "summary.json"
+    return json.loads(path.read_text())["wall_time_s"] if path.exists() else 0.0
+
+
+def _machine() -> str:
+    """`N CPU cores` or the accelerator's kind, for the wall-time statement."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"{os.cpu_count()} CPU cores"
+    return f"{jax.device_count()} x {device.device_kind}"
 
 
 def write_reproduction(config: ml_collections.ConfigDict, measures: dict, results: dict,
@@ -301,6 +330,7 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
     figures = _figures(config, measures, results, findings, figures_dir)
     runs = [r for k, r in results.items() if k != BASE_KEY and "error" not in r]
     wall = sum(r.get("wall_s", 0.0) for r in runs)
+    findings_wall = sum(_findings_wall(config, t) for t in findings_tasks(config))
     b, f, g = config.base, config.findings, config.grid
     lines = [
         "# Reproduction on SmolLM2-135M-Instruct" if "smollm2" in b.model.pretrained
@@ -318,8 +348,9 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"preliminary set {g.preliminary_samples} basic examples, warm start {g.warm_steps} "
         f"steps, head fraction {g.head_fraction}; evaluation on {g.eval_samples} test examples"
         f" (greedy, {b.eval.max_new_tokens} new tokens).",
-        f"- Wall time of the {len(runs)} grid runs: {wall / 60:.0f} min (warm starts shared "
-        "across budgets are counted in the first run that trained them).", ""]
+        f"- Wall time on {_machine()}: findings training {findings_wall / 60:.0f} min, the "
+        f"{len(runs)} grid runs {wall / 60:.0f} min (warm starts shared across budgets count in "
+        "the first run that trained them; evaluation included).", ""]
     lines += _finding1_md(config, measures["finding1"])
     lines += _finding2_md(config, measures["finding2"])
     lines += _finding3_md(config, measures["finding3"], cells)

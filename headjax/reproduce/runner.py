@@ -8,8 +8,8 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import numpy as np
 
+from headjax.parallel import maybe_initialize
 from headjax.reproduce.config import findings_tasks, validate_reproduce
 from headjax.reproduce.findings import (
     finding1,
@@ -18,6 +18,7 @@ from headjax.reproduce.findings import (
     load_findings,
     own_change,
     run_findings,
+    save_atomically,
 )
 from headjax.reproduce.grid import load_results, run_grid
 
@@ -29,7 +30,7 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     """`out_dir/findings/dap.npz`: each findings task's own dAP `[layers, heads]` (the patterns
     file of the pattern-guided mixture, `guide.patterns`)."""
     path = Path(config.out_dir) / "findings" / "dap.npz"
-    np.savez(path, **{t: own_change(findings, t) for t in findings_tasks(config)})
+    save_atomically(path, {t: own_change(findings, t) for t in findings_tasks(config)})
     return path
 
 
@@ -42,6 +43,8 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
+    d = config.base.distributed
+    maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_pretrained(config.base.model.pretrained,
                                                       dtype=config.base.model.param_dtype)
     base_params = jax.device_get(params)
@@ -59,6 +62,8 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
 
     measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
                 "finding2": finding2(config, findings), "finding3": finding3(config, findings)}
-    (Path(config.out_dir) / "measures.json").write_text(json.dumps(measures, indent=2))
     results = load_results(Path(config.out_dir) / "results.jsonl")
+    if jax.process_index() != 0:
+        return None
+    (Path(config.out_dir) / "measures.json").write_text(json.dumps(measures, indent=2))
     return write_reproduction(config, measures, results, findings, model_config)

@@ -4,10 +4,11 @@ Per step: next batch from a resumable iterator (anything with `__next__` and `st
 the jitted step, metrics to JSONL/TensorBoard and the progress bar. Every `checkpoint.every`
 steps the state and the iterator's `state_dict()` are saved; every `eval.every` steps accuracy per
 task is measured; every `heads.every` steps (and at step 0 and the final step) the head activation
-pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz`; at the end
-`run_dir/summary.json` holds the wall time and the accuracies measured by this call. A non-finite
-loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest checkpoint
-is the last good state.
+pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz` (a step whose
+file exists, e.g. after a resume, is not scored again: the state at a step determines it); at
+the end `run_dir/summary.json` holds the wall time and the accuracies measured by this call. A
+non-finite loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest
+checkpoint is the last good state.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
             accuracy = accuracies[step] = dict(hooks.evaluate(params, step))
             writer.write(step, {f"eval/accuracy/{task}": acc for task, acc in accuracy.items()})
             log.info("step %d accuracy %s", step, {t: round(a, 4) for t, a in accuracy.items()})
-        if hooks.probes and _due(step, config.heads.every, total):
-            record_patterns(params, hooks.probes, model_config, pattern_path(run_dir, step),
+        path = pattern_path(run_dir, step)
+        if hooks.probes and _due(step, config.heads.every, total) and not path.exists():
+            record_patterns(params, hooks.probes, model_config, path,
                             loss_kind=config.heads.loss_kind, write=first_process)
 
     if start == 0:
