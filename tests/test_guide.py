@@ -7,7 +7,7 @@ slices bit-identical, and "pattern" chooses the top heads of the target's activa
 
 Bad input tried: a patterns file without a basic task's pattern, a mixture without basic tasks,
 a head selection with two target tasks, both `guide.heads` and `train.trainable_heads`, a head
-fraction above 1.
+fraction above 1, a basic task that is also the target, mixture weights beside a guided mixture.
 """
 
 from __future__ import annotations
@@ -166,6 +166,7 @@ def test_head_targeted_sft_changes_only_the_top_pattern_heads(tiny, model_dir, t
     ({"guide.heads": "random", "train.trainable_heads": "h.npy"}, "not both"),
     ({"guide.head_fraction": 1.5}, r"guide.head_fraction: 1.5 not in \(0, 1\]"),
     ({"guide.mixture": "uniform", "guide.basis": (TARGET,)}, "also target tasks"),
+    ({"guide.mixture": "random", "data.weights": (1.0,)}, "leave data.weights empty"),
 ])
 def test_bad_guide_settings_are_named(change, message, tmp_path):
     config = _config("unused", tmp_path)

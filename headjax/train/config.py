@@ -201,6 +201,9 @@ def _validate_guide(config: ml_collections.ConfigDict) -> None:
     if g.mixture != "none":
         if not g.basis:
             raise ValueError(f"config.guide.basis: guide.mixture={g.mixture!r} needs basic tasks")
+        if config.data.weights:
+            raise ValueError("config.data.weights: with guide.mixture the example counts set the "
+                             "proportions; leave data.weights empty")
         overlap = sorted(set(g.basis) & set(config.data.tasks))
         if overlap:
             raise ValueError(f"config.guide.basis: {overlap} are also target tasks (data.tasks)")
