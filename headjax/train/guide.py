@@ -244,9 +244,9 @@ def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelCon
         state = train_phase(phase.config, params, phase.examples, phase_mask)
     leaves = jax.tree.leaves(state.params)
     record["total_parameters"] = int(sum(np.size(p) for p in leaves))
-    record["trainable_parameters"] = (record["total_parameters"] if mask is None and g.heads ==
-                                      "all" else int(sum(np.asarray(m).sum() for m in
-                                                         jax.tree.leaves(phase_mask))))
+    record["trainable_parameters"] = (  # of the target phase, the last one
+        record["total_parameters"] if phase_mask is None
+        else int(sum(np.asarray(m).sum() for m in jax.tree.leaves(phase_mask))))
     if write and jax.process_index() == 0:
         path = Path(config.run_dir) / "guide.json"
         path.parent.mkdir(parents=True, exist_ok=True)
