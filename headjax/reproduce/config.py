@@ -20,6 +20,7 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.out_dir = "runs/reproduce"  # run directories, findings arrays, results.jsonl
     c.doc = "docs/reproduction.md"  # the report; figures go to <doc without .md>/
+    c.notes = ""  # a hand-written markdown file appended to the report ("" = none)
     c.base = default_config()
 
     c.findings = ml_collections.ConfigDict()

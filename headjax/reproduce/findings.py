@@ -160,6 +160,29 @@ def _per_sample_change(findings: dict, task: str) -> np.ndarray:
     return ends[1] - ends[0]
 
 
+def bootstrap_changes(findings: dict, tasks, draws: int, seed: int) -> np.ndarray:
+    """`[draws, tasks, layers, heads]` dAPs of `tasks`, each the mean per-sample change over a
+    resample (with replacement) of that task's probe samples: the sampling spread of dAP."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in tasks:
+        per_sample = _per_sample_change(findings, t)
+        n = len(per_sample)
+        out.append(per_sample[rng.integers(0, n, (draws, n))].mean(axis=1))
+    return np.stack(out, axis=1)
+
+
+def interval(values) -> list[float]:
+    """Central 95% percentile interval [low, high] of `values`."""
+    return np.percentile(np.asarray(values), [2.5, 97.5]).tolist()
+
+
+def _top_k_shares(changes: np.ndarray, k: int) -> np.ndarray:
+    """Top-k share of |change| for each `[..., layers, heads]` change (numpy, for resamples)."""
+    flat = np.sort(np.abs(changes.reshape(*changes.shape[:-2], -1)), axis=-1)
+    return flat[..., -k:].sum(-1) / flat.sum(-1)
+
+
 def finding1(config, findings: dict, base_params, model_config, tokenizer) -> dict:
     """Task-specific heads: concentration of dAP, Gini/CV before and after, pairwise overlap of
     top-k sets against random sets and shuffled task labels, and the ablation check."""
@@ -168,13 +191,15 @@ def finding1(config, findings: dict, base_params, model_config, tokenizer) -> di
     key = jax.random.key(0)
     shape = own_change(findings, tasks[0]).shape
     per_task, pairs = {}, {}
-    for t in tasks:
+    resampled = bootstrap_changes(findings, tasks, draws, seed=0)
+    for i, t in enumerate(tasks):
         before, after = findings[t][t][0], findings[t][t][-1]
         change = own_change(findings, t)
         per_task[t] = {"gini_before": float(gini(before)), "gini_after": float(gini(after)),
                        "cv_before": float(coefficient_of_variation(before)),
                        "cv_after": float(coefficient_of_variation(after)),
                        "top_k_share": float(top_k_share(change, k)),
+                       "top_k_share_ci": interval(_top_k_shares(resampled[:, i], k)),
                        "uniform_top_k_share": k / change.size,
                        "top_k_heads": np.argwhere(np.asarray(
                            activated_heads(change, k=k))).tolist()}
@@ -243,6 +268,8 @@ def finding2(config, findings: dict) -> dict:
     if f.unrelated:
         out["unrelated"] = _fits(target, [own_change(findings, t) for t in f.unrelated],
                                  f.unrelated, key, f.null_draws)
+    resampled = bootstrap_changes(findings, (f.target, *f.basic), f.null_draws, seed=2)
+    out["basic"]["r2_ols_ci"] = interval([fit_combination(r[0], r[1:]).r2 for r in resampled])
     held = held_out_fit(_per_sample_change(findings, f.target),
                         [_per_sample_change(findings, t) for t in f.basic], key)
     out["held_out"] = {"r2_fit_half": held.fit.r2, "r2_held_out_half": held.r2_held_out}

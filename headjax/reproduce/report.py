@@ -152,12 +152,13 @@ def _finding1_md(config, m) -> list[str]:
     lines = ["## Finding 1: SFT activates task-specific heads", "",
              f"Each task's own change dAP after {config.findings.steps} SFT steps; top-k = {k} "
              "heads by |dAP|.", "",
-             "| task | Gini before | Gini after | CV before | CV after | top-k share of |dAP| "
-             "| uniform share |", "|---|---|---|---|---|---|---|"]
+             "| task | Gini before | Gini after | CV before | CV after | top-k share of \\|dAP\\| "
+             "[95% bootstrap over probes] | uniform share |", "|---|---|---|---|---|---|---|"]
     for t, r in m["tasks"].items():
+        low, high = r["top_k_share_ci"]
         lines.append(f"| {t} | {r['gini_before']:.3f} | {r['gini_after']:.3f} | "
-                     f"{r['cv_before']:.3f} | {r['cv_after']:.3f} | {r['top_k_share']:.3f} | "
-                     f"{r['uniform_top_k_share']:.3f} |")
+                     f"{r['cv_before']:.3f} | {r['cv_after']:.3f} | {r['top_k_share']:.3f} "
+                     f"[{low:.3f}, {high:.3f}] | {r['uniform_top_k_share']:.3f} |")
     lines += ["", "| task pair | Jaccard of top-k dAP sets | random sets | shuffled labels | "
               "p (below shuffled) | Spearman of dAP |", "|---|---|---|---|---|---|"]
     for pair, r in m["pairs"].items():
@@ -211,8 +212,10 @@ def _finding2_md(config, m) -> list[str]:
         lines.append(f"| {t} | {r['distance_before']:.3g} | {r['distance_after']:.3g} | "
                      f"{r['relative_reduction']:.3f} | {r['alignment']:.3f} |")
     basic = m["basic"]
+    low, high = basic["r2_ols_ci"]
     lines += ["", f"**Against the paper** ({PAPER['r2']}): here R^2 = {basic['r2_ols']:.3f} "
-              f"with the basic tasks (head-shuffled {basic['shuffled_r2_mean']:.3f}, p = "
+              f"[{low:.3f}, {high:.3f}, 95% bootstrap over probe samples] with the basic tasks "
+              f"(head-shuffled {basic['shuffled_r2_mean']:.3f}, p = "
               f"{basic['p_above_shuffled']:.3f})"
               + (f", {m['unrelated']['r2_ols']:.3f} with the unrelated tasks" if "unrelated" in m
                  else "") + f", held-out {h['r2_held_out_half']:.3f}.", ""]
@@ -221,8 +224,8 @@ def _finding2_md(config, m) -> list[str]:
 
 def _finding3_md(config, m, cells) -> list[str]:
     lines = ["## Finding 3: few parameters, large pattern shift", "",
-             "| task | ||dθ||/||θ|| | ||dAP||/||AP|| | ratio | entries holding 90% of "
-             "squared change | corr to base AP at probe steps | Spearman head dθ vs |dAP| |",
+             "| task | ‖dθ‖/‖θ‖ | ‖dAP‖/‖AP‖ | ratio | entries holding 90% of "
+             "squared change | corr to base AP at probe steps | Spearman head dθ vs \\|dAP\\| |",
              "|---|---|---|---|---|---|---|"]
     for t, r in m.items():
         corr = ", ".join(f"{c:.2f}" for c in r["corr_to_base"])
@@ -356,6 +359,11 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
     lines += _finding3_md(config, measures["finding3"], cells)
     if BASE_KEY in results:
         lines += _improvement_md(config, results, cells)
+    if config.notes:
+        notes = Path(config.notes)
+        if not notes.is_file():
+            raise FileNotFoundError(f"config.notes: no file {notes}")
+        lines += [notes.read_text().rstrip(), ""]
     lines += ["## Figures", ""]
     for name, caption in figures:
         lines += [f"{caption}:", "", f"![{caption}]({figures_dir.name}/{name})", ""]
