@@ -17,6 +17,7 @@ def get_config():
     c = default_reproduce_config()
     c.out_dir = "runs/reproduce_smollm2"
     c.doc = "docs/reproduction.md"
+    c.notes = "docs/reproduction_notes.md"
     b = c.base
     b.model.pretrained = "smollm2-135m-instruct"
     b.data.max_len = 192
