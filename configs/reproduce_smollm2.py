@@ -1,6 +1,6 @@
 """The paper's findings and SFT improvements on SmolLM2-135M-Instruct, at a scale that fits 2 CPU
-cores (about an hour and a half): gsm_symbolic (GSM8K-style word problems) as the complex target, four
-basic tasks it draws on, spell_backward as an unrelated control.
+cores (about an hour and a half): gsm_symbolic (GSM8K-style word problems) as the complex
+target, four basic tasks it draws on, spell_backward as an unrelated control.
 
   python scripts/reproduce.py --config configs/reproduce_smollm2.py
 
