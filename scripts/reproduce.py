@@ -1,7 +1,7 @@
 """Reproduce the paper's findings and SFT improvements on a real model; writes the report.
 
-  python scripts/reproduce.py --config configs/reproduce_smollm2.py [--stages findings,grid,report]
-      [--config.grid.seeds=0,1,2]
+  python scripts/reproduce.py --config configs/reproduce_smollm2.py \
+      [--stages findings,measures,grid,report] ["--config.grid.seeds=(0,1,2)"]
 
 Resumable: finished findings tasks and grid cells are kept under `out_dir` and skipped; a killed
 run restarts from its own checkpoints. See `headjax.reproduce`.

@@ -23,7 +23,7 @@ from headjax.reproduce.findings import (
 from headjax.reproduce.grid import load_results, run_grid
 
 log = logging.getLogger(__name__)
-STAGES = ("findings", "grid", "report")
+STAGES = ("findings", "measures", "grid", "report")
 
 
 def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
@@ -35,8 +35,10 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
 
 
 def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
-    """Run the requested `stages` in order (each resumes what an earlier call left); returns the
-    report's path when "report" ran."""
+    """Run the requested `stages` in order (each resumes what an earlier call left): "findings"
+    (SFT per task, patterns), "measures" (the three findings' measures -> measures.json, from the
+    findings alone), "grid" (the improvements) and "report" (docs, from measures.json and
+    results.jsonl). Returns the report's path when "report" ran."""
     from headjax.io.pretrained import load_pretrained
 
     validate_reproduce(config)
@@ -54,16 +56,19 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
     findings = load_findings(config)
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
+    measures_path = Path(config.out_dir) / "measures.json"
+    if "measures" in stages or ("report" in stages and not measures_path.exists()):
+        measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
+                    "finding2": finding2(config, findings),
+                    "finding3": finding3(config, findings)}
+        if jax.process_index() == 0:
+            measures_path.write_text(json.dumps(measures, indent=2))
     if "grid" in stages:
         run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path)
-    if "report" not in stages:
+    if "report" not in stages or jax.process_index() != 0:
         return None
     from headjax.reproduce.report import write_reproduction
 
-    measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
-                "finding2": finding2(config, findings), "finding3": finding3(config, findings)}
+    measures = json.loads(measures_path.read_text())
     results = load_results(Path(config.out_dir) / "results.jsonl")
-    if jax.process_index() != 0:
-        return None
-    (Path(config.out_dir) / "measures.json").write_text(json.dumps(measures, indent=2))
     return write_reproduction(config, measures, results, findings, model_config)
