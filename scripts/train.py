@@ -5,7 +5,8 @@
 Writes to `run_dir`: metrics.jsonl (train and eval scalars), tensorboard/, checkpoints/ (orbax,
 with the data iterator state), eval/step_XXXXXX.jsonl (completions and scores),
 patterns/step_XXXXXX.npz (head activation patterns per probe task), summary.json (accuracy before
-and after, wall time) and final_model/ (a model directory `load_pretrained` reads).
+and after, wall time), guide.json (the `guide` options' choices and the trainable parameters) and
+final_model/ (a model directory `load_pretrained` reads).
 Re-running the same command resumes from the newest good checkpoint. A NaN/inf loss stops the
 run with exit status 1, leaving the newest checkpoint as the last good state.
 """
