@@ -23,14 +23,19 @@ def _heatmap(ax, pattern, title, **imshow):
 
 
 def pattern_heatmaps(patterns: Mapping[str, np.ndarray], *, shared_scale: bool = True,
-                     cmap: str = "viridis", label: str = "activation") -> Figure:
-    """One layer x head heatmap per task; one colour scale across tasks when `shared_scale`."""
+                     cmap: str = "viridis", label: str = "activation",
+                     symmetric: bool = False) -> Figure:
+    """One layer x head heatmap per task; one colour scale across tasks when `shared_scale`,
+    centred on 0 (-max|x| .. max|x|) when `symmetric` (for changes, with a diverging `cmap`)."""
     names = list(patterns)
     fig = Figure(figsize=(4 * len(names), 3.5), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)
     arrays = [np.asarray(patterns[n]) for n in names]
     scale = ({"vmin": min(a.min() for a in arrays), "vmax": max(a.max() for a in arrays)}
              if shared_scale else {})
+    if shared_scale and symmetric:
+        limit = max(float(np.abs(a).max()) for a in arrays) or 1.0
+        scale = {"vmin": -limit, "vmax": limit}
     for ax, name, array in zip(axes[0], names, arrays, strict=True):
         image = _heatmap(ax, array, name, cmap=cmap, **scale)
         if not shared_scale:

@@ -45,6 +45,11 @@ def _mean_ci(values) -> tuple[float, float, float]:
     return float(v.mean()), std, float(stats.t.ppf(0.975, v.size - 1) * std / np.sqrt(v.size))
 
 
+def _pm(mean: float, spread: float, digits: int) -> str:
+    """`mean ± spread`, or the mean alone when the spread is undefined (one seed)."""
+    return f"{mean:.{digits}f}" if np.isnan(spread) else f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
 def _fmt(mean, std, half, scale=1.0, digits=1) -> str:
     if np.isnan(std):
         return f"{mean * scale:.{digits}f}"
@@ -84,7 +89,7 @@ def _figures(config, measures, results, findings, out: Path) -> list[tuple[str, 
     figs: list[tuple[str, str, Figure]] = []
     changes = {t: own_change(findings, t) for t in tasks}
     figs.append(("dap_heatmaps.png", "dAP (after - before own SFT), shared colour scale",
-                 plots.pattern_heatmaps(changes, cmap="RdBu_r", label="dAP")))
+                 plots.pattern_heatmaps(changes, cmap="RdBu_r", label="dAP", symmetric=True)))
     figs.append(("target_before_after.png", f"{target}: AP before / after its SFT",
                  plots.before_after(findings[target][target][0], findings[target][target][-1],
                                     title=target)))
@@ -243,7 +248,7 @@ def _finding3_md(config, m, cells) -> list[str]:
         red = _mean_ci([r["pattern_move"]["relative_reduction"] for r in rows])
         ali = _mean_ci([r["pattern_move"]["alignment"] for r in rows])
         lines.append(f"| {method} | {budget} | {rows[0]['trainable_parameters']:,} | "
-                     f"{red[0]:.3f} ± {red[1]:.3f} | {ali[0]:.3f} ± {ali[1]:.3f} |")
+                     f"{_pm(red[0], red[1], 3)} | {_pm(ali[0], ali[1], 3)} |")
     ratios = [r["ratio"] for r in m.values()]
     lines += ["", f"**Against the paper** ({PAPER['steps']}): relative pattern change is "
               f"{min(ratios):.0f}x to {max(ratios):.0f}x the relative parameter change, after "
@@ -283,8 +288,8 @@ def _improvement_md(config, results, cells) -> list[str]:
             acc, acc_half, n = _paired(cells, method, baseline, budget, "accuracy")
             loss, loss_half, _ = _paired(cells, method, baseline, budget, "heldout_loss")
             if n:
-                lines.append(f"| {method} | {baseline} | {budget} | {100 * acc:+.1f} ± "
-                             f"{100 * acc_half:.1f} | {loss:+.3f} ± {loss_half:.3f} | "
+                lines.append(f"| {method} | {baseline} | {budget} | "
+                             f"{_pm(100 * acc, 100 * acc_half, 1)} | {_pm(loss, loss_half, 3)} | "
                              f"{_verdict(loss, loss_half, 'lower')} |")
     reference = cells.get(("plain", budgets[-1]), [])
     for field, name, reaches in (("heldout_loss", "held-out loss", operator.le),
