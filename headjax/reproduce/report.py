@@ -2,8 +2,8 @@
 plain statements of where the results agree with the paper and where they do not.
 
 Every number in the report is computed here from `measures.json` and `results.jsonl`; the
-statements compare those numbers with the paper's figures (../PAPER.md, summarised in PAPER)
-by fixed rules written next to each statement, so re-running the grid rewrites them honestly.
+statements compare those numbers with the paper's reported figures (`PAPER`, Zhao et al.,
+arXiv 2409.15820) by fixed rules written next to each statement, so a re-run rewrites them.
 """
 
 from __future__ import annotations
