@@ -18,6 +18,7 @@ t's own change is dAP_t = AP_t(final of run t) - AP_t(step 0).
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -31,29 +32,25 @@ from headjax.heads import (
     ablation_effects,
     activated_heads,
     change_concentration,
-    coefficient_of_variation,
     fit_combination,
-    gini,
     head_param_change,
     held_out_fit,
     label_permutation_null,
     movement_toward,
     p_value,
     random_head_sets,
-    random_set_jaccard_null,
     relative_param_change,
     shuffled_fit_null,
     spearman,
-    task_overlap,
     top_k_share,
     trajectory,
 )
-from headjax.heads.report import load_run_patterns
+from headjax.heads.report import analyze, load_run_patterns
 from headjax.reproduce.config import findings_tasks
 from headjax.train.experiment import probe_hook, train_batches
 from headjax.train.guide import target_examples
 from headjax.train.loop import Hooks
-from headjax.train.patterns import pattern_path, record_patterns
+from headjax.train.patterns import pattern_path, record_patterns, save_npz_atomically
 from headjax.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -73,14 +70,6 @@ def findings_run_config(config: ml_collections.ConfigDict, task: str) -> ml_coll
     c.heads.every = f.probe_every
     c.checkpoint.update(every=0, keep=1, export_final=False)
     return c
-
-
-def save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """`np.savez` to a temporary file renamed into place (per process: in a multi-host run every
-    process writes the same arrays, and the last rename wins)."""
-    tmp = path.with_suffix(f".tmp{jax.process_index()}.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
 
 
 def findings_path(config: ml_collections.ConfigDict, task: str) -> Path:
@@ -107,8 +96,7 @@ def _seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
         return
     with np.load(base) as data:
         arrays = {k: data[k] for k in data.files if k.split(".")[0] in run.heads.tasks}
-    step_zero.parent.mkdir(parents=True, exist_ok=True)
-    save_atomically(step_zero, arrays)
+    save_npz_atomically(step_zero, arrays)
 
 
 def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer) -> None:
@@ -137,7 +125,7 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
         arrays["head_change"] = np.asarray(head_param_change(base_params, after).combined)
         arrays["param_change"] = np.asarray(relative_param_change(base_params, after))
         arrays["concentration"] = np.asarray(change_concentration(base_params, after))
-        save_atomically(path, arrays)
+        save_npz_atomically(path, arrays)
         shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
 
 
@@ -177,46 +165,31 @@ def interval(values) -> list[float]:
     return np.percentile(np.asarray(values), [2.5, 97.5]).tolist()
 
 
-def _top_k_shares(changes: np.ndarray, k: int) -> np.ndarray:
-    """Top-k share of |change| for each `[..., layers, heads]` change (numpy, for resamples)."""
-    flat = np.sort(np.abs(changes.reshape(*changes.shape[:-2], -1)), axis=-1)
-    return flat[..., -k:].sum(-1) / flat.sum(-1)
-
-
 def finding1(config, findings: dict, base_params, model_config, tokenizer) -> dict:
-    """Task-specific heads: concentration of dAP, Gini/CV before and after, pairwise overlap of
-    top-k sets against random sets and shuffled task labels, and the ablation check."""
+    """Task-specific heads: the per-task and per-pair measures of `headjax.heads.report.analyze`
+    on each task's own run (Gini/CV before and after, top-k share of dAP, Jaccard of top-k sets
+    against random sets, Spearman), plus a bootstrap interval of the top-k share, the
+    shuffled-task-label null of the Jaccard, and the ablation check."""
     k, draws = config.findings.k, config.findings.null_draws
     tasks = findings_tasks(config)
-    key = jax.random.key(0)
-    shape = own_change(findings, tasks[0]).shape
-    per_task, pairs = {}, {}
+    own = {t: findings[t][t] for t in tasks}
+    shared = analyze(findings[tasks[0]]["steps"].tolist(), own, k=k, num_null=draws)
+    per_task, pairs = shared["tasks"], shared["overlap"]
     resampled = bootstrap_changes(findings, tasks, draws, seed=0)
+    shares = jax.vmap(functools.partial(top_k_share, k=k))
     for i, t in enumerate(tasks):
-        before, after = findings[t][t][0], findings[t][t][-1]
-        change = own_change(findings, t)
-        per_task[t] = {"gini_before": float(gini(before)), "gini_after": float(gini(after)),
-                       "cv_before": float(coefficient_of_variation(before)),
-                       "cv_after": float(coefficient_of_variation(after)),
-                       "top_k_share": float(top_k_share(change, k)),
-                       "top_k_share_ci": interval(_top_k_shares(resampled[:, i], k)),
-                       "uniform_top_k_share": k / change.size,
-                       "top_k_heads": np.argwhere(np.asarray(
-                           activated_heads(change, k=k))).tolist()}
-    random_null = np.asarray(random_set_jaccard_null(key, shape, k, num_draws=draws))
-    for i, a in enumerate(tasks):
-        for b in tasks[i + 1:]:
-            jac, rho = task_overlap(own_change(findings, a), own_change(findings, b), k=k)
-            shuffled = label_permutation_null(_per_sample_change(findings, a),
-                                              _per_sample_change(findings, b),
-                                              jax.random.fold_in(key, len(pairs)), k=k,
-                                              num_permutations=draws)
-            pairs[f"{a} / {b}"] = {
-                "jaccard": float(jac), "spearman": float(rho),
-                "jaccard_random_mean": float(random_null.mean()),
-                "jaccard_shuffled_mean": float(np.mean(shuffled.jaccard)),
-                "p_jaccard_below_shuffled": p_value(float(jac), np.asarray(shuffled.jaccard),
-                                                    alternative="less")}
+        per_task[t]["top_k_share_ci"] = interval(shares(resampled[:, i]))
+        per_task[t]["uniform_top_k_share"] = k / own_change(findings, t).size
+    key = jax.random.key(0)
+    for index, (pair, overlap) in enumerate(pairs.items()):
+        a, b = pair.split(" vs ")
+        shuffled = label_permutation_null(_per_sample_change(findings, a),
+                                          _per_sample_change(findings, b),
+                                          jax.random.fold_in(key, index), k=k,
+                                          num_permutations=draws)
+        overlap["jaccard_shuffled_mean"] = float(np.mean(shuffled.jaccard))
+        overlap["p_jaccard_below_shuffled"] = p_value(
+            overlap["jaccard_top_k"], np.asarray(shuffled.jaccard), alternative="less")
     return {"tasks": per_task, "pairs": pairs,
             "ablation": _ablation(config, findings, base_params, model_config, tokenizer)}
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from headjax.data import example_batches, get_task, probe_batches
 from headjax.eval.accuracy import evaluate_accuracy
-from headjax.heads import activation_pattern, movement_toward
+from headjax.heads import activation_pattern, movement_toward, sample_weights
 from headjax.model.loss import per_sample_loss
 from headjax.train.experiment import train_phase_fn
 from headjax.train.guide import NoPatternFitError, run_guided
@@ -90,7 +90,7 @@ def method_config(config: ml_collections.ConfigDict, budget: int, method: str, s
 
 @functools.partial(jax.jit, static_argnames="config")
 def _losses(params, batch, config):
-    return per_sample_loss(params, batch, config), batch["loss_mask"].sum(axis=1) > 0
+    return per_sample_loss(params, batch, config), sample_weights(batch) > 0
 
 
 def evaluate_target(config: ml_collections.ConfigDict, params, model_config, tokenizer,

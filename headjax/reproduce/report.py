@@ -167,12 +167,13 @@ def _finding1_md(config, m) -> list[str]:
     for t, r in m["tasks"].items():
         low, high = r["top_k_share_ci"]
         lines.append(f"| {t} | {r['gini_before']:.3f} | {r['gini_after']:.3f} | "
-                     f"{r['cv_before']:.3f} | {r['cv_after']:.3f} | {r['top_k_share']:.3f} "
+                     f"{r['cv_before']:.3f} | {r['cv_after']:.3f} | "
+                     f"{r['top_k_share_of_change']:.3f} "
                      f"[{low:.3f}, {high:.3f}] | {r['uniform_top_k_share']:.3f} |")
     lines += ["", "| task pair | Jaccard of top-k dAP sets | random sets | shuffled labels | "
               "p (below shuffled) | Spearman of dAP |", "|---|---|---|---|---|---|"]
     for pair, r in m["pairs"].items():
-        lines.append(f"| {pair} | {r['jaccard']:.3f} | {r['jaccard_random_mean']:.3f} | "
+        lines.append(f"| {pair} | {r['jaccard_top_k']:.3f} | {r['jaccard_random_mean']:.3f} | "
                      f"{r['jaccard_shuffled_mean']:.3f} | {r['p_jaccard_below_shuffled']:.3f} | "
                      f"{r['spearman']:.3f} |")
     lines += ["", "Ablation at the base model (mean loss increase in nats on the task's probes):",
@@ -180,7 +181,8 @@ def _finding1_md(config, m) -> list[str]:
               "|---|---|---|---|"]
     for t, r in m["ablation"].items():
         lines.append(f"| {t} | {r['own']:.4f} | {r['other']:.4f} | {r['random']:.4f} |")
-    shares = [r["top_k_share"] / r["uniform_top_k_share"] for r in m["tasks"].values()]
+    shares = [r["top_k_share_of_change"] / r["uniform_top_k_share"]
+              for r in m["tasks"].values()]
     gini_down = sum(r["gini_after"] < r["gini_before"] for r in m["tasks"].values())
     specific = sum(r["p_jaccard_below_shuffled"] < 0.05 for r in m["pairs"].values())
     own_max = sum(r["own"] > max(r["other"], r["random"]) for r in m["ablation"].values())

@@ -18,9 +18,9 @@ from headjax.reproduce.findings import (
     load_findings,
     own_change,
     run_findings,
-    save_atomically,
 )
 from headjax.reproduce.grid import load_results, run_grid
+from headjax.train.patterns import save_npz_atomically
 
 log = logging.getLogger(__name__)
 STAGES = ("findings", "measures", "grid", "report")
@@ -30,7 +30,7 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     """`out_dir/findings/dap.npz`: each findings task's own dAP `[layers, heads]` (the patterns
     file of the pattern-guided mixture, `guide.patterns`)."""
     path = Path(config.out_dir) / "findings" / "dap.npz"
-    save_atomically(path, {t: own_change(findings, t) for t in findings_tasks(config)})
+    save_npz_atomically(path, {t: own_change(findings, t) for t in findings_tasks(config)})
     return path
 
 

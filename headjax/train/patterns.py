@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from headjax.heads.patterns import activation_pattern
@@ -14,6 +15,15 @@ from headjax.model.config import ModelConfig
 def pattern_path(run_dir: str | Path, step: int) -> Path:
     """`run_dir/patterns/step_{step:06d}.npz`."""
     return Path(run_dir) / "patterns" / f"step_{step:06d}.npz"
+
+
+def save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` to a temporary file renamed into place (named per process: in a multi-host run
+    every process may write the same arrays, and the last rename wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{jax.process_index()}.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def record_patterns(params, probes: Mapping[str, Sequence[dict]], config: ModelConfig,
@@ -28,8 +38,5 @@ def record_patterns(params, probes: Mapping[str, Sequence[dict]], config: ModelC
         patterns[task] = arrays[task] = result.mean
         arrays[f"{task}.per_sample"] = result.per_sample
     if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        save_npz_atomically(path, arrays)
     return patterns
