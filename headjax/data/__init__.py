@@ -2,17 +2,17 @@
 
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows
-from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
-from headjax.data.probe import example_batches, probe_batches
-from headjax.data.tasks import (
+from headjax.data.example import (
     Example,
     Task,
-    get_task,
-    list_tasks,
-    reasoning_gym_task,
-    register_task,
+    answer_grader,
+    numbers_equal,
     split_of,
+    texts_equal,
 )
+from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
+from headjax.data.probe import example_batches, probe_batches
+from headjax.data.tasks import get_task, list_tasks, reasoning_gym_task, register_task
 from headjax.data.tokenize import (
     ExampleTooLongError,
     chat_messages,
@@ -28,6 +28,7 @@ __all__ = [
     "LoadedExamples",
     "MalformedRowError",
     "Task",
+    "answer_grader",
     "bucket_length",
     "chat_messages",
     "chat_prompt",
@@ -39,11 +40,13 @@ __all__ = [
     "get_task",
     "list_tasks",
     "load_examples",
+    "numbers_equal",
     "pack_rows",
     "probe_batches",
     "reasoning_gym_task",
     "register_task",
     "split_of",
+    "texts_equal",
     "tokenize_example",
     "tokenize_examples",
 ]

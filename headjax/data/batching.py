@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from headjax.data.tasks import Example
+from headjax.data.example import Example
 from headjax.data.tokenize import tokenize_examples
 
 log = logging.getLogger(__name__)

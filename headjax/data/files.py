@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headjax.data.answers import extract_answer, extract_number
-from headjax.data.tasks import Example, Task, numbers_equal, texts_equal
+from headjax.data.example import Example, Task, answer_grader
 
 log = logging.getLogger(__name__)
 
@@ -134,29 +133,16 @@ def file_task(name: str, path: str | Path, *, kind: str = "basic", grading: str 
     all rows, so a split's examples are distinct until it runs out. Skipped malformed rows are
     logged with their count.
     """
-    scorers = {"text": (texts_equal, extract_answer), "number": (numbers_equal, extract_number)}
-    if grading not in (*scorers, "auto"):
-        raise ValueError(f"task {name!r}: grading must be one of {[*sorted(scorers), 'auto']}, "
-                         f"got {grading!r}")
+    answer_grader(grading, task=name)  # a wrong grading fails before the file is read
     loaded = load_examples(path, name, prompt_field=prompt_field, answer_field=answer_field,
                            skip_malformed=skip_malformed)
     if loaded.skipped:
         log.warning("task %r: skipped %d malformed rows of %s, first: %s", name,
                     len(loaded.skipped), path, loaded.skipped[0])
     rows = loaded.examples
-    if grading == "auto":
-        grading = "number" if all(_is_number(e.answer) for e in rows) else "text"
-    equal, extract = scorers[grading]
+    grade, extract = answer_grader(grading, [e.answer for e in rows], task=name)
 
     def draw(seed: int, count: int) -> list[Example]:
         return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
 
-    return Task(name, kind, draw, lambda example, answer: equal(example.answer, answer), extract)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return Task(name, kind, draw, grade, extract)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from headjax.data.tasks import Example
+from headjax.data.example import Example
 
 
 class ExampleTooLongError(ValueError):
