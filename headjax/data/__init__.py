@@ -10,8 +10,9 @@ from headjax.data.example import (
     split_of,
     texts_equal,
 )
-from headjax.data.files import LoadedExamples, MalformedRowError, file_task, load_examples
+from headjax.data.files import LoadedExamples, file_task, load_examples
 from headjax.data.probe import example_batches, probe_batches
+from headjax.data.rows import Fields, MalformedRowError, row_to_example
 from headjax.data.tasks import get_task, list_tasks, reasoning_gym_task, register_task
 from headjax.data.tokenize import (
     ExampleTooLongError,
@@ -25,6 +26,7 @@ __all__ = [
     "Batcher",
     "Example",
     "ExampleTooLongError",
+    "Fields",
     "LoadedExamples",
     "MalformedRowError",
     "Task",
@@ -45,6 +47,7 @@ __all__ = [
     "probe_batches",
     "reasoning_gym_task",
     "register_task",
+    "row_to_example",
     "split_of",
     "texts_equal",
     "tokenize_example",

@@ -82,7 +82,7 @@ def _dropped_per_task(examples: Sequence[Example], kept: Sequence[int]) -> dict[
 def _fingerprint(examples: Sequence[Example]) -> str:
     digest = hashlib.sha256()
     for e in examples:
-        digest.update(f"{e.task}\x00{e.prompt}\x00{e.answer}\x01".encode())
+        digest.update(f"{e.task}\x00{e.key}\x00{e.answer}\x01".encode())
     return digest.hexdigest()[:16]
 
 

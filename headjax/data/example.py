@@ -2,9 +2,9 @@
 
 A task yields `Example(prompt, answer, task, metadata)`: `prompt` is the user message, `answer`
 the bare target text (the SFT target, followed by the template's end-of-turn token). Splits are
-disjoint by construction: a question belongs to `test` iff a hash of its text falls in the test
-bucket (`TEST_FRACTION` of the question space), so no seed or size can leak a test question into
-training. Test examples are also de-duplicated by question text.
+disjoint by construction: a question belongs to `test` iff a hash of its text (`Example.key`)
+falls in the test bucket (`TEST_FRACTION` of the question space), so no seed or size can leak a
+test question into training. Test examples are also de-duplicated by question text.
 
 Grading (`answer_grader`, the one dispatch every task source uses): after the task's `extract`
 has cut the final answer out of the model's text, "number" scores exact numeric equality of the
@@ -34,12 +34,26 @@ _MAX_DRAW_FACTOR = 50  # give up after drawing this many times the requested exa
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One task instance: user prompt, bare target answer, task name, task-specific metadata."""
+    """One task instance: user prompt, bare target answer, task name, task-specific metadata.
+
+    messages: for a multi-turn chat, every turn before the final answer ({"role", "content"};
+      roles system, user, assistant, tool); `prompt` is then the last user turn's text. Empty
+      for a single-turn example, whose turns are `metadata["system"]` (if any) and `prompt`.
+    """
 
     prompt: str
     answer: str
     task: str
     metadata: dict = dataclasses.field(default_factory=dict)
+    messages: tuple[dict[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The text that decides the split and test de-duplication: the prompt, or for a
+        multi-turn chat the whole conversation before the answer."""
+        if not self.messages:
+            return self.prompt
+        return "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in self.messages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +92,12 @@ class Task:
             if drawn > _MAX_DRAW_FACTOR * max(n, _CHUNK):
                 raise ValueError(f"task {self.name!r}: found only {len(chosen)} of {n} distinct "
                                  f"{split} examples in {drawn - 1} draws; the task is too small")
-            if split_of(candidate.prompt) != split:
+            if split_of(candidate.key) != split:
                 continue
             if split == "test":
-                if candidate.prompt in seen:
+                if candidate.key in seen:
                     continue
-                seen.add(candidate.prompt)
+                seen.add(candidate.key)
             chosen.append(candidate)
             if len(chosen) == n:
                 return chosen
@@ -146,3 +160,17 @@ def answer_grader(grading: str, answers: Sequence[str] = (), *, task: str = "?"
         grading = "number" if answers and all(is_number(a) for a in answers) else "text"
     equal, extract = _GRADERS[grading]
     return (lambda example, answer: equal(example.answer, answer)), extract
+
+
+def fixed_task(name: str, kind: str, examples: Sequence[Example], grading: str = "auto"
+               ) -> Task:
+    """A task over a fixed list of `examples`, split by `Example.key` like every task; each draw
+    is a seeded permutation of all of them, so a split's examples are distinct until it runs
+    out. grading: see `answer_grader` ("auto" looks at every answer)."""
+    rows = tuple(examples)
+    grade, extract = answer_grader(grading, [e.answer for e in rows], task=name)
+
+    def draw(seed: int, count: int) -> list[Example]:
+        return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+
+    return Task(name, kind, draw, grade, extract)
