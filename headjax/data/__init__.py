@@ -13,7 +13,14 @@ from headjax.data.example import (
 from headjax.data.files import LoadedExamples, file_task, load_examples
 from headjax.data.probe import example_batches, probe_batches
 from headjax.data.rows import Fields, MalformedRowError, row_to_example
-from headjax.data.tasks import get_task, list_tasks, reasoning_gym_task, register_task
+from headjax.data.sources import ExampleStream, is_source, parse_source, source_task
+from headjax.data.tasks import (
+    get_task,
+    list_tasks,
+    reasoning_gym_task,
+    register_sources,
+    register_task,
+)
 from headjax.data.tokenize import (
     ExampleTooLongError,
     chat_messages,
@@ -25,6 +32,7 @@ from headjax.data.tokenize import (
 __all__ = [
     "Batcher",
     "Example",
+    "ExampleStream",
     "ExampleTooLongError",
     "Fields",
     "LoadedExamples",
@@ -40,14 +48,18 @@ __all__ = [
     "extract_number",
     "file_task",
     "get_task",
+    "is_source",
     "list_tasks",
     "load_examples",
     "numbers_equal",
     "pack_rows",
+    "parse_source",
     "probe_batches",
     "reasoning_gym_task",
+    "register_sources",
     "register_task",
     "row_to_example",
+    "source_task",
     "split_of",
     "texts_equal",
     "tokenize_example",

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,20 +61,27 @@ class Task:
     """A named task.
 
     draw: (seed, count) -> candidate examples, about `count` of them and at least one (any split;
-      `examples` filters them).
+      `examples` filters them); None for a streamed task.
     grade: (example, extracted answer text) -> score in [0, 1].
     extract: model output text -> final answer text.
+    stream: for a dataset read as a stream, () -> a fresh iterable of its examples in a fixed
+      order with a resumable position (`headjax.data.sources.ExampleStream`); `examples` then
+      takes the first examples of the split in that order (the seed is not used) and training
+      reads it on (`headjax.data.streaming`).
     """
 
     name: str
     kind: str
-    draw: Callable[[int, int], list[Example]]
+    draw: Callable[[int, int], list[Example]] | None
     grade: Callable[[Example, str], float]
     extract: Callable[[str], str] = extract_answer
+    stream: Callable[[], Iterable[Example]] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.draw is None) == (self.stream is None):
+            raise ValueError(f"task {self.name!r}: give exactly one of draw and stream")
 
     def examples(self, split: str, n: int, seed: int) -> list[Example]:
         """`n` examples of `split` ("train" or "test"), a deterministic function of `seed`."""
@@ -101,9 +108,13 @@ class Task:
             chosen.append(candidate)
             if len(chosen) == n:
                 return chosen
-        raise AssertionError("the candidate stream is endless")
+        raise ValueError(f"task {self.name!r}: found only {len(chosen)} of {n} distinct {split} "
+                         f"examples in the whole stream; the task is too small")
 
     def _candidates(self, split: str, seed: int) -> Iterator[Example]:
+        if self.stream is not None:
+            yield from self.stream()
+            return
         for round_ in itertools.count():
             candidates = self.draw(_derived_seed(seed, SPLITS.index(split), round_), _CHUNK)
             if not candidates:

@@ -44,6 +44,9 @@ class Fields:
                              f"or data.messages_field for chats")
 
 
+DEFAULT_FIELDS = Fields()
+
+
 def _text(row: Mapping, field: str) -> str:
     value = row.get(field)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -64,7 +67,7 @@ def _turns(messages: object, field: str) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": _text(m, "content")} for m in messages]
 
 
-def row_to_example(row: object, task: str, fields: Fields = Fields()) -> Example:
+def row_to_example(row: object, task: str, fields: Fields = DEFAULT_FIELDS) -> Example:
     """The `Example` of one parsed row (see the module docstring for the accepted shapes)."""
     if isinstance(row, json.JSONDecodeError):
         raise MalformedRowError(f"invalid JSON ({row.msg} at column {row.colno})")

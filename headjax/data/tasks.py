@@ -4,17 +4,18 @@ Built-in tasks come from reasoning-gym (`reasoning_gym.create_dataset`); their p
 `f"{question}\n\nGive only the final answer."` so answers stay short. Numeric tasks score exact
 numeric equality, `spell_backward` exact text and `word_sorting` the dataset's own
 `score_answer` (`headjax.data.example` holds `Example`, `Task` and the grading). `register_task`
-adds more; a task name that is a task file (`headjax.data.files`) is loaded on first use.
+adds more; a task name that is a data source (`headjax.data.sources`) is loaded on first use.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from headjax.data.answers import extract_answer
 from headjax.data.example import Example, Task, answer_grader
-from headjax.data.files import FORMATS, file_task
+from headjax.data.rows import DEFAULT_FIELDS, Fields
+from headjax.data.sources import is_source, source_task
 
 INSTRUCTION = "Give only the final answer."
 
@@ -30,14 +31,25 @@ def register_task(task: Task, *, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The registered task called `name`. A name that is a path ending in .jsonl, .json or
-    .parquet is loaded on first use as a basic file task (`headjax.data.files.file_task`) and
-    registered under that name, so configs can list task files next to built-in tasks."""
-    if name not in _REGISTRY and name.lower().endswith(tuple(FORMATS)):
-        register_task(file_task(name, name))
+    """The registered task called `name`. A name that is a data source (`hf:NAME[:CONFIG]
+    [@SPLIT]`, a dataset folder or a .jsonl/.json/.parquet/.csv file, `headjax.data.sources`)
+    is loaded on first use with the default field names and registered under that name, so
+    configs can list data sources next to built-in tasks."""
+    if name not in _REGISTRY and is_source(name):
+        register_task(source_task(name))
     if name not in _REGISTRY:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
     return _REGISTRY[name]
+
+
+def register_sources(names: Sequence[str], *, fields: Fields = DEFAULT_FIELDS,
+                     streaming: bool = False) -> list[str]:
+    """Load and register (replacing earlier ones) the tasks of those `names` that are data
+    sources, their rows read by `fields` and streamed when `streaming`; returns their names."""
+    sources = [name for name in dict.fromkeys(names) if is_source(name)]
+    for name in sources:
+        register_task(source_task(name, fields=fields, streaming=streaming), overwrite=True)
+    return sources
 
 
 def list_tasks(kind: str | None = None) -> list[str]:
