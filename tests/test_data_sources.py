@@ -96,6 +96,8 @@ def test_hf_name_config_and_split_load_through_load_dataset(hub_folder):
     n_train = sum(split_of(r["q"]) == "train" for r in ROWS[:10])
     assert sorted(_pairs(small, n=n_train)) == sorted(
         (r["q"], r["a"]) for r in ROWS[:10] if split_of(r["q"]) == "train")
+    with pytest.raises(ValueError, match=r"sums@test: no column 'prompt'"):
+        get_task(f"hf:{hub_folder}:sums@test")  # loaded on first use, default field names
     chats = source_task(f"hf:{hub_folder}:chats", fields=Fields(messages="turns"))
     (example,) = chats.examples("train", 1, seed=0)
     assert example.answer == "2" and [m["role"] for m in example.messages] == [
@@ -115,6 +117,15 @@ def test_dataset_folders_and_data_files_give_the_same_task(tmp_path):
     assert all(p == pairs[0] for p in pairs)
     assert register_sources(["basic_arithmetic", names[0]], fields=FIELDS) == [names[0]]
     assert _pairs(get_task(names[0]), n=30) == pairs[0]
+    with pytest.raises(ValueError, match="no column 'prompt'"):  # registered again, new fields
+        register_sources([names[0]])
+
+
+def test_a_folder_named_like_a_registered_task_leaves_the_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    datasets.Dataset.from_list(ROWS).save_to_disk("basic_arithmetic")
+    assert register_sources(["basic_arithmetic"], fields=FIELDS) == []
+    assert get_task("basic_arithmetic").draw is not None
 
 
 def test_a_missing_column_names_the_source_and_the_field(tmp_path):

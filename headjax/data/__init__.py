@@ -1,4 +1,5 @@
-"""Tasks, chat-templated tokenization with answer-only loss masks, and resumable batching."""
+"""Examples and tasks (built-in, or data sources: Hugging Face datasets, dataset folders, data
+files), chat-templated tokenization with loss masks on assistant turns, and resumable batching."""
 
 from headjax.data.answers import extract_answer, extract_number
 from headjax.data.batching import Batcher, bucket_length, default_buckets, pack_rows

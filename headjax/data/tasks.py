@@ -20,6 +20,7 @@ from headjax.data.sources import is_source, source_task
 INSTRUCTION = "Give only the final answer."
 
 _REGISTRY: dict[str, Task] = {}
+_FROM_SOURCES: set[str] = set()  # registered names that were loaded from data sources
 
 
 def register_task(task: Task, *, overwrite: bool = False) -> Task:
@@ -37,6 +38,7 @@ def get_task(name: str) -> Task:
     configs can list data sources next to built-in tasks."""
     if name not in _REGISTRY and is_source(name):
         register_task(source_task(name))
+        _FROM_SOURCES.add(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
     return _REGISTRY[name]
@@ -44,11 +46,14 @@ def get_task(name: str) -> Task:
 
 def register_sources(names: Sequence[str], *, fields: Fields = DEFAULT_FIELDS,
                      streaming: bool = False) -> list[str]:
-    """Load and register (replacing earlier ones) the tasks of those `names` that are data
-    sources, their rows read by `fields` and streamed when `streaming`; returns their names."""
-    sources = [name for name in dict.fromkeys(names) if is_source(name)]
+    """Load and register the tasks of those `names` that are data sources, their rows read by
+    `fields` and streamed when `streaming` (replacing tasks loaded from the same source before;
+    a name registered otherwise, e.g. a built-in task, stays that task); returns their names."""
+    sources = [name for name in dict.fromkeys(names)
+               if (name not in _REGISTRY or name in _FROM_SOURCES) and is_source(name)]
     for name in sources:
         register_task(source_task(name, fields=fields, streaming=streaming), overwrite=True)
+        _FROM_SOURCES.add(name)
     return sources
 
 
