@@ -146,7 +146,8 @@ class Batcher:
             if self._streams and len(self.task_names) > 1:
                 raise ValueError(f"data: streamed tasks {sorted(self._streams)} have no example "
                                  f"count to mix by; give data.weights")
-            return {t: float(len(self._pool.get(t, ()))) or 1.0 for t in self.task_names}
+            return {t: float(len(self._pool[t])) if t in self._pool else 1.0
+                    for t in self.task_names}
         unknown = sorted(set(weights) - set(self.task_names))
         if unknown:
             too_long = {t: self.dropped_per_task[t] for t in unknown if t in self.dropped_per_task}
