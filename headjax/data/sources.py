@@ -26,11 +26,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from headjax.data.example import _CHUNK, Example, Task, answer_grader, fixed_task
+from headjax.data.example import Example, Task, answer_grader, fixed_task
 from headjax.data.files import FORMATS, file_task
 from headjax.data.rows import DEFAULT_FIELDS, Fields, MalformedRowError, row_to_example
 
 HF_PREFIX = "hf:"
+GRADING_ROWS = 256  # rows of a stream whose answers decide grading="auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,8 @@ def _load(name: str, source: Source, streaming: bool):
             if not Path(source.path).is_file():
                 raise FileNotFoundError(f"task file {source.path} does not exist")
             return datasets.load_dataset(FORMATS[Path(source.path).suffix.lower()],
-                                         data_files=source.path, split="train", streaming=True)
+                                         data_files=source.path, split="train",
+                                         streaming=streaming)
         loaded = datasets.load_from_disk(source.path)
     except Exception as err:  # noqa: BLE001 - datasets raises many kinds for a bad source
         raise ValueError(f"{name}: cannot load the dataset; is it missing, empty or malformed? "
@@ -133,7 +135,7 @@ def source_task(name: str, *, fields: Fields = DEFAULT_FIELDS, streaming: bool =
     """The task of the source `name` (module docstring), rows read by `fields`.
 
     grading: see `headjax.data.example.answer_grader`; for a stream "auto" looks at its first
-    rows.
+    `GRADING_ROWS` rows.
     """
     source = parse_source(name)
     if source is None:
@@ -155,7 +157,7 @@ def source_task(name: str, *, fields: Fields = DEFAULT_FIELDS, streaming: bool =
     def open_stream() -> ExampleStream:
         return ExampleStream(_load(name, source, streaming=True), name, fields)
 
-    head = list(itertools.islice(open_stream(), _CHUNK))
+    head = list(itertools.islice(open_stream(), GRADING_ROWS))
     if not head:
         raise ValueError(f"{name}: the dataset has no rows")
     grade, extract = answer_grader(grading, [e.answer for e in head], task=name)
