@@ -115,6 +115,9 @@ def test_dataset_folders_and_data_files_give_the_same_task(tmp_path):
              str(tmp_path / "rows.jsonl")]
     pairs = [_pairs(source_task(name, fields=FIELDS), n=30) for name in names]
     assert all(p == pairs[0] for p in pairs)
+    for name in names:
+        streamed = source_task(name, fields=FIELDS, streaming=True).stream()
+        assert [(e.prompt, e.answer) for e in streamed] == [(r["q"], r["a"]) for r in ROWS]
     assert register_sources(["basic_arithmetic", names[0]], fields=FIELDS) == [names[0]]
     assert _pairs(get_task(names[0]), n=30) == pairs[0]
     with pytest.raises(ValueError, match="no column 'prompt'"):  # registered again, new fields
