@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from headjax.data import Example, Task, register_task
-from headjax.data.tasks import numbers_equal
+from headjax.data.example import numbers_equal
 
 
 def digit_task(name: str, op: Callable[[np.ndarray], int]) -> Task:

@@ -18,7 +18,7 @@ def write_jsonl(path, lines):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "json", "json_data", "parquet", "messages"])
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "json_data", "parquet", "csv", "messages"])
 def test_every_format_loads_the_same_examples(tmp_path, fmt):
     if fmt == "jsonl":
         path = write_jsonl(tmp_path / "t.jsonl", [json.dumps(r) for r in ROWS])
@@ -28,6 +28,8 @@ def test_every_format_loads_the_same_examples(tmp_path, fmt):
         (path := tmp_path / "t.json").write_text(json.dumps({"data": ROWS}))
     elif fmt == "parquet":
         datasets.Dataset.from_list(ROWS).to_parquet(str(path := tmp_path / "t.parquet"))
+    elif fmt == "csv":
+        datasets.Dataset.from_list(ROWS).to_csv(str(path := tmp_path / "t.csv"), index=False)
     else:
         chats = [{"messages": [{"role": "user", "content": r["prompt"]},
                                {"role": "assistant", "content": r["answer"]}]} for r in ROWS]
@@ -51,7 +53,12 @@ BAD_LINES = [
     ('{"prompt": ["a"], "answer": "1"}', "field 'prompt' must be text"),
     ('[1, 2]', "expected an object, got list"),
     ('{"messages": [{"role": "assistant", "content": "1"}]}',
-     "messages must be an optional system turn, one user turn and one assistant turn"),
+     r"messages must hold turns with roles in .*, at least one user turn, and end with an "
+     r"assistant turn; got roles \['assistant'\]"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "1"}]}',
+     r"messages must hold .*; got roles \['user', 'bot'\]"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]}',
+     "field 'content' is empty"),
     ('{"messages": "hi"}', "messages must be a list, got str"),
 ]
 
@@ -79,9 +86,9 @@ def test_malformed_rows_can_be_skipped_and_counted(tmp_path):
 def test_bad_paths_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
         load_examples(tmp_path / "missing.jsonl", "t")
-    (csv := tmp_path / "t.csv").write_text("a,b\n")
-    with pytest.raises(ValueError, match="unsupported file type '.csv'"):
-        load_examples(csv, "t")
+    (txt := tmp_path / "t.txt").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unsupported file type '.txt'"):
+        load_examples(txt, "t")
 
 
 def test_file_task_splits_by_question_and_scores(tmp_path):

@@ -167,6 +167,8 @@ def test_head_targeted_sft_changes_only_the_top_pattern_heads(tiny, model_dir, t
     ({"guide.head_fraction": 1.5}, r"guide.head_fraction: 1.5 not in \(0, 1\]"),
     ({"guide.mixture": "uniform", "guide.basis": (TARGET,)}, "also target tasks"),
     ({"guide.mixture": "random", "data.weights": (1.0,)}, "leave data.weights empty"),
+    ({"guide.heads": "random", "data.streaming": True},
+     "data.streaming: guide.mixture and guide.heads need the target's training samples"),
 ])
 def test_bad_guide_settings_are_named(change, message, tmp_path):
     config = _config("unused", tmp_path)

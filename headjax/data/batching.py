@@ -8,7 +8,9 @@ i32[batch, seq]` (restarting at 0 in each segment, 0 on padding), plus `task_ids
 The example stream is a pure function of the seed and two counters: draw d picks a task by the
 mixture weights, and the k-th pick of a task takes its example `perm_e[k % n]` from a fresh
 permutation per epoch e = k // n. So `state_dict()` is a few integers and `from_state` resumes the
-identical stream.
+identical stream. A streamed task (`streams`) is not held in memory: its k-th pick is its k-th
+training example in stream order (`headjax.data.streaming.StreamPool`), and the state adds the
+stream's position.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import collections
 import functools
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from headjax.data.tasks import Example
+from headjax.data.example import Example
+from headjax.data.streaming import StreamPool
 from headjax.data.tokenize import tokenize_examples
 
 log = logging.getLogger(__name__)
@@ -79,10 +82,12 @@ def _dropped_per_task(examples: Sequence[Example], kept: Sequence[int]) -> dict[
     return dict(collections.Counter(e.task for i, e in enumerate(examples) if i not in kept_set))
 
 
-def _fingerprint(examples: Sequence[Example]) -> str:
+def _fingerprint(examples: Sequence[Example], streams: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for e in examples:
-        digest.update(f"{e.task}\x00{e.prompt}\x00{e.answer}\x01".encode())
+        digest.update(f"{e.task}\x00{e.key}\x00{e.answer}\x01".encode())
+    for name in sorted(streams):
+        digest.update(f"{name}\x02".encode())
     return digest.hexdigest()[:16]
 
 
@@ -93,12 +98,15 @@ class Batcher:
     packing: False pads each batch to the smallest of `buckets` (default `default_buckets`)
       holding its longest example; True packs examples greedily into rows of `max_len` tokens.
     Examples longer than `max_len` tokens are dropped (logged); `num_dropped` counts them and
-    `dropped_per_task` counts them per task.
+    `dropped_per_task` counts them per task (of `examples`; a stream counts its own).
+    streams: {task: () -> a fresh `ExampleStream`} of streamed tasks (examples of these tasks in
+      `examples` are ignored); with more than one task, `weights` must name them.
     """
 
     def __init__(self, examples: Sequence[Example], tokenizer, *, batch_size: int, max_len: int,
                  packing: bool = False, seed: int = 0, weights: Mapping[str, float] | None = None,
-                 buckets: Sequence[int] | None = None):
+                 buckets: Sequence[int] | None = None,
+                 streams: Mapping[str, Callable] | None = None):
         if batch_size <= 0 or max_len <= 0:
             raise ValueError(f"data: batch_size and max_len must be positive, got {batch_size} "
                              f"and {max_len}")
@@ -107,18 +115,22 @@ class Batcher:
         if self.buckets[-1] < max_len:
             raise ValueError(f"data: the largest bucket {self.buckets[-1]} is below max_len "
                              f"{max_len}")
-        self.fingerprint = _fingerprint(examples)
+        streams = dict(streams or {})
+        examples = [e for e in examples if e.task not in streams]
+        self.fingerprint = _fingerprint(examples, tuple(streams))
         tokenized, kept, self.num_dropped = tokenize_examples(examples, tokenizer, max_len)
         self.dropped_per_task = _dropped_per_task(examples, kept)
         for task, dropped in self.dropped_per_task.items():
             log.warning("data: task %r: %d of its examples exceed max_len=%d tokens and are "
                         "dropped", task, dropped, max_len)
-        self.task_names = tuple(sorted({examples[i].task for i in kept}))
+        self.task_names = tuple(sorted({examples[i].task for i in kept} | set(streams)))
         if not self.task_names:
             raise ValueError(f"data: none of the {len(examples)} examples fits in max_len "
                              f"{max_len} tokens")
         self._pool = {t: [x for x, i in zip(tokenized, kept, strict=True) if examples[i].task == t]
-                      for t in self.task_names}
+                      for t in self.task_names if t not in streams}
+        self._streams = {t: StreamPool(t, open_stream, tokenizer, max_len)
+                         for t, open_stream in streams.items()}
         self.mixture = self._mixture(weights)
         self.pad_id = tokenizer.pad_token_id
         self.draws = 0
@@ -131,7 +143,11 @@ class Batcher:
         """{task: unnormalised weight}; stored as given so a resumed batcher normalises the
         same numbers into bit-identical sampling probabilities."""
         if weights is None:
-            return {t: float(len(self._pool[t])) for t in self.task_names}
+            if self._streams and len(self.task_names) > 1:
+                raise ValueError(f"data: streamed tasks {sorted(self._streams)} have no example "
+                                 f"count to mix by; give data.weights")
+            return {t: float(len(self._pool[t])) if t in self._pool else 1.0
+                    for t in self.task_names}
         unknown = sorted(set(weights) - set(self.task_names))
         if unknown:
             too_long = {t: self.dropped_per_task[t] for t in unknown if t in self.dropped_per_task}
@@ -160,6 +176,8 @@ class Batcher:
         return int(self._choice_block(draw // _CHOICE_BLOCK)[draw % _CHOICE_BLOCK])
 
     def _example_of_pick(self, task_id: int, pick: int) -> dict:
+        if self.task_names[task_id] in self._streams:
+            return self._streams[self.task_names[task_id]].example(pick)
         pool = self._pool[self.task_names[task_id]]
         epoch, index = divmod(pick, len(pool))
         return pool[self._epoch_order(task_id, epoch)[index]]
@@ -198,25 +216,32 @@ class Batcher:
 
     def state_dict(self) -> dict:
         """JSON-serialisable position in the stream plus the settings that define it."""
-        return {"version": _STATE_VERSION, "draws": self.draws, "picks": dict(self.picks),
-                "seed": self.seed, "batch_size": self.batch_size, "max_len": self.max_len,
-                "packing": self.packing, "buckets": list(self.buckets),
-                "weights": dict(self.mixture),
-                "fingerprint": self.fingerprint}
+        state = {"version": _STATE_VERSION, "draws": self.draws, "picks": dict(self.picks),
+                 "seed": self.seed, "batch_size": self.batch_size, "max_len": self.max_len,
+                 "packing": self.packing, "buckets": list(self.buckets),
+                 "weights": dict(self.mixture), "fingerprint": self.fingerprint}
+        if self._streams:
+            state["streams"] = {t: pool.state_dict(self.picks[t])
+                                for t, pool in self._streams.items()}
+        return state
 
     @classmethod
-    def from_state(cls, state: Mapping, examples: Sequence[Example], tokenizer) -> Batcher:
-        """The batcher of `state_dict()` over the same `examples`, continuing where it was."""
+    def from_state(cls, state: Mapping, examples: Sequence[Example], tokenizer,
+                   streams: Mapping[str, Callable] | None = None) -> Batcher:
+        """The batcher of `state_dict()` over the same `examples` and `streams`, continuing
+        where it was."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"data: iterator state version {state.get('version')!r}, expected "
                              f"{_STATE_VERSION}")
         batcher = cls(examples, tokenizer, batch_size=state["batch_size"],
                       max_len=state["max_len"], packing=state["packing"], seed=state["seed"],
-                      weights=state["weights"], buckets=state["buckets"])
+                      weights=state["weights"], buckets=state["buckets"], streams=streams)
         if batcher.fingerprint != state["fingerprint"]:
             raise ValueError("data: the examples differ from those the iterator state was saved "
                              "with (fingerprint mismatch); resume with the same tasks, "
                              "train_samples and seed")
         batcher.draws = int(state["draws"])
         batcher.picks = {t: int(state["picks"].get(t, 0)) for t in batcher.task_names}
+        for task, pool in batcher._streams.items():
+            pool.load_state_dict(state["streams"][task])
         return batcher

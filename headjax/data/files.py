@@ -1,13 +1,11 @@
-"""Tasks from local files: JSONL, JSON (a list of rows, or {"data": [...]}) and parquet.
+"""Tasks from local data files: JSONL, JSON (a list of rows, or {"data": [...]}), parquet, CSV.
 
-A row is either `{"prompt": ..., "answer": ...}` (field names configurable; numeric answers are
-turned into text) or a chat `{"messages": [{"role": "user", "content": ...}, {"role":
-"assistant", "content": ...}]}`, optionally opening with a system turn (kept as
-`metadata["system"]`, rendered before the prompt by `headjax.data.tokenize`). A malformed row
-raises one error naming the file and the line (JSONL) or row (JSON, parquet); with
-`skip_malformed=True` it is skipped and counted instead. Parquet is read through `datasets`;
-JSON and JSONL are parsed line by line so errors can point at the line. The file task splits
-rows into train/test by the same question hash as every task.
+Each row is read by `headjax.data.rows.row_to_example` with a field mapping (prompt/answer
+columns, or a messages column holding a chat). A malformed row raises one error naming the file
+and the line (JSONL) or row (JSON, parquet, CSV); with `skip_malformed=True` it is skipped and
+counted instead. Parquet and CSV are read through `datasets`; JSON and JSONL are parsed line by
+line so errors can point at the line. The file task splits rows into train/test by the same
+question hash as every task.
 """
 
 from __future__ import annotations
@@ -18,18 +16,12 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
-from headjax.data.answers import extract_answer, extract_number
-from headjax.data.tasks import Example, Task, numbers_equal, texts_equal
+from headjax.data.example import Example, Task, answer_grader, fixed_task
+from headjax.data.rows import Fields, MalformedRowError, row_to_example
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
-
-
-class MalformedRowError(ValueError):
-    """A row of a task file lacks a field, has a wrong type or is not valid JSON."""
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +34,16 @@ class LoadedExamples:
 
 def _rows(path: Path) -> Iterator[tuple[str, object]]:
     """(location "path:line N" / "path:row N", parsed row or the JSON error) per row."""
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; expected one of "
                          f"{sorted(FORMATS)}")
-    if kind == "jsonl":
+    if suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 if line.strip():
                     yield f"{path}:line {number}", _parse(line.rstrip("\r\n"))
-    elif kind == "json":
+    elif suffix == ".json":
         data = _parse(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
@@ -62,7 +54,8 @@ def _rows(path: Path) -> Iterator[tuple[str, object]]:
     else:
         import datasets
 
-        table = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+        read = datasets.Dataset.from_parquet if suffix == ".parquet" else datasets.Dataset.from_csv
+        table = read(str(path), keep_in_memory=True)
         for number, row in enumerate(table):
             yield f"{path}:row {number}", row
 
@@ -74,47 +67,18 @@ def _parse(text: str) -> object:
         return error
 
 
-def _text(row: dict, field: str) -> str:
-    value = row.get(field)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise MalformedRowError(f"field {field!r} must be text, got {value!r}")
-    if not str(value).strip():
-        raise MalformedRowError(f"field {field!r} is empty")
-    return str(value)
-
-
-def row_to_example(row: object, task: str, prompt_field: str = "prompt",
-                   answer_field: str = "answer") -> Example:
-    """The `Example` of one parsed row (see the module docstring for the accepted shapes)."""
-    if isinstance(row, json.JSONDecodeError):
-        raise MalformedRowError(f"invalid JSON ({row.msg} at column {row.colno})")
-    if not isinstance(row, dict):
-        raise MalformedRowError(f"expected an object, got {type(row).__name__}")
-    if row.get("messages") is not None:
-        messages = row["messages"]
-        if not isinstance(messages, list):
-            raise MalformedRowError(f"messages must be a list, got {type(messages).__name__}")
-        roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-        if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
-            raise MalformedRowError(f"messages must be an optional system turn, one user turn "
-                                    f"and one assistant turn, got roles {roles}")
-        system = {"system": _text(messages[0], "content")} if len(messages) == 3 else {}
-        return Example(_text(messages[-2], "content"), _text(messages[-1], "content"), task,
-                       system)
-    return Example(_text(row, prompt_field), _text(row, answer_field), task, {})
-
-
 def load_examples(path: str | Path, task: str, *, prompt_field: str = "prompt",
-                  answer_field: str = "answer", skip_malformed: bool = False) -> LoadedExamples:
-    """The examples of a JSONL/JSON/parquet file; malformed rows raise `MalformedRowError`
+                  answer_field: str = "answer", messages_field: str = "messages",
+                  skip_malformed: bool = False) -> LoadedExamples:
+    """The examples of a JSONL/JSON/parquet/CSV file; malformed rows raise `MalformedRowError`
     naming file and line/row, or are skipped and listed with `skip_malformed=True`."""
-    path = Path(path)
+    path, fields = Path(path), Fields(prompt_field, answer_field, messages_field)
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist")
     examples, skipped = [], []
     for location, row in _rows(path):
         try:
-            examples.append(row_to_example(row, task, prompt_field, answer_field))
+            examples.append(row_to_example(row, task, fields))
         except MalformedRowError as error:
             if not skip_malformed:
                 raise MalformedRowError(f"{location}: {error}") from None
@@ -126,37 +90,17 @@ def load_examples(path: str | Path, task: str, *, prompt_field: str = "prompt",
 
 def file_task(name: str, path: str | Path, *, kind: str = "basic", grading: str = "auto",
               prompt_field: str = "prompt", answer_field: str = "answer",
-              skip_malformed: bool = False) -> Task:
-    """A task over the rows of `path`, split by question hash like every task.
+              messages_field: str = "messages", skip_malformed: bool = False) -> Task:
+    """A task over the rows of `path` (`headjax.data.example.fixed_task`).
 
     grading: "text" (answer text equal ignoring case), "number" (last number equal) or "auto"
-    ("number" when every answer is a number, else "text"). Each draw is a seeded permutation of
-    all rows, so a split's examples are distinct until it runs out. Skipped malformed rows are
-    logged with their count.
+    ("number" when every answer is a number, else "text"). Skipped malformed rows are logged
+    with their count.
     """
-    scorers = {"text": (texts_equal, extract_answer), "number": (numbers_equal, extract_number)}
-    if grading not in (*scorers, "auto"):
-        raise ValueError(f"task {name!r}: grading must be one of {[*sorted(scorers), 'auto']}, "
-                         f"got {grading!r}")
+    answer_grader(grading, task=name)  # a wrong grading fails before the file is read
     loaded = load_examples(path, name, prompt_field=prompt_field, answer_field=answer_field,
-                           skip_malformed=skip_malformed)
+                           messages_field=messages_field, skip_malformed=skip_malformed)
     if loaded.skipped:
         log.warning("task %r: skipped %d malformed rows of %s, first: %s", name,
                     len(loaded.skipped), path, loaded.skipped[0])
-    rows = loaded.examples
-    if grading == "auto":
-        grading = "number" if all(_is_number(e.answer) for e in rows) else "text"
-    equal, extract = scorers[grading]
-
-    def draw(seed: int, count: int) -> list[Example]:
-        return [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
-
-    return Task(name, kind, draw, lambda example, answer: equal(example.answer, answer), extract)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return fixed_task(name, kind, loaded.examples, grading)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from headjax.data.batching import bucket_length, default_buckets, pack_rows
-from headjax.data.tasks import Example, Task, get_task
+from headjax.data.example import Example, Task
+from headjax.data.tasks import get_task
 from headjax.data.tokenize import tokenize_examples
 
 log = logging.getLogger(__name__)

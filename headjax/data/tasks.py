@@ -1,120 +1,26 @@
 """Task registry: named example generators with disjoint train/test splits and a scorer.
 
-A task yields `Example(prompt, answer, task, metadata)`: `prompt` is the user message, for
-built-in tasks `f"{question}\n\nGive only the final answer."` so answers stay short; `answer` is
-the bare target text (the SFT target, followed by the template's end-of-turn token). Splits
-are disjoint by construction: a question belongs to `test` iff a hash of its text falls in the
-test bucket (`TEST_FRACTION` of the question space), so no seed or size can leak a test
-question into training. Test examples are also de-duplicated by question text.
-
-Built-in tasks come from reasoning-gym (`reasoning_gym.create_dataset`); after `extract_answer`
-has cut the final answer out of the model's text, numeric tasks score exact numeric equality,
-`spell_backward` exact text and `word_sorting` the dataset's own `score_answer`. `register_task`
-adds more (see `headjax.data.files` for JSONL/JSON/parquet tasks).
+Built-in tasks come from reasoning-gym (`reasoning_gym.create_dataset`); their prompt is
+`f"{question}\n\nGive only the final answer."` so answers stay short. Numeric tasks score exact
+numeric equality, `spell_backward` exact text and `word_sorting` the dataset's own
+`score_answer` (`headjax.data.example` holds `Example`, `Task` and the grading). `register_task`
+adds more; a task name that is a data source (`headjax.data.sources`) is loaded on first use.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
-import itertools
-import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Sequence
 
-import numpy as np
+from headjax.data.answers import extract_answer
+from headjax.data.example import Example, Task, answer_grader
+from headjax.data.rows import DEFAULT_FIELDS, Fields
+from headjax.data.sources import is_source, source_task
 
-from headjax.data.answers import extract_answer, extract_number
-
-SPLITS = ("train", "test")
-KINDS = ("basic", "complex")
-TEST_FRACTION = 0.2
 INSTRUCTION = "Give only the final answer."
-_CHUNK = 256  # candidates drawn per generator call
-_MAX_DRAW_FACTOR = 50  # give up after drawing this many times the requested examples
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One task instance: user prompt, bare target answer, task name, task-specific metadata."""
-
-    prompt: str
-    answer: str
-    task: str
-    metadata: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """A named task.
-
-    draw: (seed, count) -> candidate examples, about `count` of them and at least one (any split;
-      `examples` filters them).
-    grade: (example, extracted answer text) -> score in [0, 1].
-    extract: model output text -> final answer text.
-    """
-
-    name: str
-    kind: str
-    draw: Callable[[int, int], list[Example]]
-    grade: Callable[[Example, str], float]
-    extract: Callable[[str], str] = extract_answer
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-
-    def examples(self, split: str, n: int, seed: int) -> list[Example]:
-        """`n` examples of `split` ("train" or "test"), a deterministic function of `seed`."""
-        if split not in SPLITS:
-            raise ValueError(f"task {self.name!r}: split must be one of {SPLITS}, got {split!r}")
-        if n < 0:
-            raise ValueError(f"task {self.name!r}: n must be >= 0, got {n}")
-        if n == 0:
-            return []
-        chosen: list[Example] = []
-        seen: set[str] = set()
-        drawn = 0
-        for candidate in self._candidates(split, seed):
-            drawn += 1
-            if drawn > _MAX_DRAW_FACTOR * max(n, _CHUNK):
-                raise ValueError(f"task {self.name!r}: found only {len(chosen)} of {n} distinct "
-                                 f"{split} examples in {drawn - 1} draws; the task is too small")
-            if split_of(candidate.prompt) != split:
-                continue
-            if split == "test":
-                if candidate.prompt in seen:
-                    continue
-                seen.add(candidate.prompt)
-            chosen.append(candidate)
-            if len(chosen) == n:
-                return chosen
-        raise AssertionError("the candidate stream is endless")
-
-    def _candidates(self, split: str, seed: int) -> Iterator[Example]:
-        for round_ in itertools.count():
-            candidates = self.draw(_derived_seed(seed, SPLITS.index(split), round_), _CHUNK)
-            if not candidates:
-                raise ValueError(f"task {self.name!r}: draw returned no examples")
-            yield from candidates
-
-    def score(self, example: Example, model_answer_text: str) -> float:
-        """Score in [0, 1] of the model's output text for `example` (rounded to 1e-9, as
-        graders computing ratios can return 0.9999999999999999 for an exact answer)."""
-        return round(float(self.grade(example, self.extract(model_answer_text))), 9)
-
-
-def split_of(prompt: str) -> str:
-    """The split a prompt belongs to: "test" for a `TEST_FRACTION` hash bucket, else "train"."""
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "little") / 2**64 < TEST_FRACTION else "train"
-
-
-def _derived_seed(seed: int, split_index: int, round_: int) -> int:
-    return int(np.random.SeedSequence([seed, split_index, round_]).generate_state(1)[0])
-
 
 _REGISTRY: dict[str, Task] = {}
+_FROM_SOURCES: set[str] = set()  # registered names that were loaded from data sources
 
 
 def register_task(task: Task, *, overwrite: bool = False) -> Task:
@@ -126,17 +32,29 @@ def register_task(task: Task, *, overwrite: bool = False) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The registered task called `name`. A name that is a path ending in .jsonl, .json or
-    .parquet is loaded on first use as a basic file task (`headjax.data.files.file_task`) and
-    registered under that name, so configs can list task files next to built-in tasks."""
-    if name not in _REGISTRY:
-        from headjax.data.files import FORMATS, file_task
-
-        if name.lower().endswith(tuple(FORMATS)):
-            register_task(file_task(name, name))
+    """The registered task called `name`. A name that is a data source (`hf:NAME[:CONFIG]
+    [@SPLIT]`, a dataset folder or a .jsonl/.json/.parquet/.csv file, `headjax.data.sources`)
+    is loaded on first use with the default field names and registered under that name, so
+    configs can list data sources next to built-in tasks."""
+    if name not in _REGISTRY and is_source(name):
+        register_task(source_task(name))
+        _FROM_SOURCES.add(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
     return _REGISTRY[name]
+
+
+def register_sources(names: Sequence[str], *, fields: Fields = DEFAULT_FIELDS,
+                     streaming: bool = False) -> list[str]:
+    """Load and register the tasks of those `names` that are data sources, their rows read by
+    `fields` and streamed when `streaming` (replacing tasks loaded from the same source before;
+    a name registered otherwise, e.g. a built-in task, stays that task); returns their names."""
+    sources = [name for name in dict.fromkeys(names)
+               if (name not in _REGISTRY or name in _FROM_SOURCES) and is_source(name)]
+    for name in sources:
+        register_task(source_task(name, fields=fields, streaming=streaming), overwrite=True)
+        _FROM_SOURCES.add(name)
+    return sources
 
 
 def list_tasks(kind: str | None = None) -> list[str]:
@@ -147,19 +65,6 @@ def list_tasks(kind: str | None = None) -> list[str]:
 def with_instruction(question: str) -> str:
     """The user prompt for `question`: the question and the short final-answer instruction."""
     return f"{question.rstrip()}\n\n{INSTRUCTION}"
-
-
-def numbers_equal(expected: str, answer: str) -> float:
-    """1.0 if both texts parse as the same number (relative tolerance 1e-9), else 0.0."""
-    try:
-        return float(math.isclose(float(expected), float(answer), rel_tol=1e-9, abs_tol=1e-12))
-    except ValueError:
-        return 0.0
-
-
-def texts_equal(expected: str, answer: str) -> float:
-    """1.0 if the texts are equal ignoring case and surrounding whitespace, else 0.0."""
-    return float(expected.strip().lower() == answer.strip().lower())
 
 
 GRADINGS = ("number", "text", "reasoning_gym")
@@ -175,6 +80,8 @@ def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
     """
     if grading not in GRADINGS:
         raise ValueError(f"task {name!r}: grading must be one of {GRADINGS}, got {grading!r}")
+    grade, extract = (None, extract_answer) if grading == "reasoning_gym" else answer_grader(
+        grading, task=name)
     kwargs = dict(dataset_kwargs or {})
 
     @functools.lru_cache(maxsize=4)
@@ -188,17 +95,12 @@ def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
                         {"question": entry["question"], "source": entry["metadata"]})
                 for entry in dataset(seed, count)]
 
-    def grade(example: Example, answer: str) -> float:
-        if grading == "number":
-            return numbers_equal(example.answer, answer)
-        if grading == "text":
-            return texts_equal(example.answer, answer)
+    def score_answer(example: Example, answer: str) -> float:
         entry = {"question": example.metadata["question"], "answer": example.answer,
                  "metadata": example.metadata["source"]}
         return float(dataset(0, 1).score_answer(answer=answer, entry=entry))
 
-    return Task(name, kind, draw, grade,
-                extract_number if grading == "number" else extract_answer)
+    return Task(name, kind, draw, grade or score_answer, extract)
 
 
 _BUILTINS: tuple[tuple[str, str, str], ...] = (

@@ -39,6 +39,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.packing = False
     c.data.train_samples = 2000  # per task
     c.data.seed = 0
+    # Data sources in data.tasks (hf:NAME[:CONFIG][@SPLIT], dataset folders, data files):
+    c.data.prompt_field = "prompt"  # column of the user prompt
+    c.data.answer_field = "answer"  # column of the target answer
+    c.data.messages_field = "messages"  # column of chats (role/content turns), used if present
+    c.data.streaming = False  # read sources as IterableDatasets (position kept in checkpoints)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 100
@@ -212,6 +217,9 @@ def _validate_guide(config: ml_collections.ConfigDict) -> None:
     if needs_one and len(config.data.tasks) != 1:
         raise ValueError(f"config.data.tasks: {needs_one[0]} needs exactly one target task, got "
                          f"{tuple(config.data.tasks)}")
+    if config.data.streaming and (g.mixture != "none" or g.heads != "all"):
+        raise ValueError("config.data.streaming: guide.mixture and guide.heads need the target's "
+                         "training samples in memory; set data.streaming=False")
     if g.heads != "all" and config.train.trainable_heads:
         raise ValueError("config.guide.heads: choose heads either by guide.heads or by "
                          "train.trainable_heads, not both")

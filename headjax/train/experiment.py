@@ -34,22 +34,34 @@ def load_model(config: ml_collections.ConfigDict):
 
 def train_batches(config: ml_collections.ConfigDict, tokenizer, examples: Sequence[Example]
                   ) -> BatchFactory:
-    """Factory of resumable training batch iterators (`headjax.data.Batcher`) over `examples`,
-    mixed by `data.weights` over `data.tasks` when given (default: in proportion to each task's
-    example count)."""
-    from headjax.data import Batcher
+    """Factory of resumable training batch iterators (`headjax.data.Batcher`) over `examples`
+    and the streamed tasks of `data.tasks`, mixed by `data.weights` over `data.tasks` when given
+    (default: in proportion to each task's example count)."""
+    from headjax.data import Batcher, get_task
 
     tasks = tuple(config.data.tasks)
     weights = dict(zip(tasks, config.data.weights, strict=True)) if config.data.weights else None
+    streams = {t: get_task(t).stream for t in tasks if get_task(t).stream is not None}
 
     def make(state: dict | None):
         if state is not None:
-            return Batcher.from_state(state, examples, tokenizer)
+            return Batcher.from_state(state, examples, tokenizer, streams=streams)
         return Batcher(examples, tokenizer, batch_size=config.train.batch_size,
                        max_len=config.data.max_len, packing=config.data.packing,
-                       seed=config.data.seed, weights=weights)
+                       seed=config.data.seed, weights=weights, streams=streams)
 
     return make
+
+
+def register_data_sources(config: ml_collections.ConfigDict) -> list[str]:
+    """Load the data sources among the run's task names (`headjax.data.sources`) with the
+    `data.*_field` mapping, streamed when `data.streaming`; returns their names."""
+    from headjax.data import Fields, register_sources
+
+    d = config.data
+    names = (*d.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis)
+    return register_sources(names, fields=Fields(d.prompt_field, d.answer_field,
+                                                 d.messages_field), streaming=d.streaming)
 
 
 def accuracy_hook(config: ml_collections.ConfigDict, model_config, tokenizer
@@ -138,6 +150,7 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
     from headjax.train.guide import run_guided
 
     validate(config)
+    register_data_sources(config)  # a bad source fails before the model loads
     d = config.distributed
     maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_model(config)

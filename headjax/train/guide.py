@@ -117,11 +117,13 @@ def select_heads(kind: str, scores: Float[np.ndarray, "layers heads"], fraction:
 
 
 def target_examples(config: ml_collections.ConfigDict) -> list[Example]:
-    """`data.train_samples` training examples of each of `data.tasks` (seed data.seed + index)."""
+    """`data.train_samples` training examples of each of `data.tasks` (seed data.seed + index);
+    none of a streamed task, which training reads on (`headjax.data.streaming`)."""
     examples = []
-    for index, task in enumerate(config.data.tasks):
-        examples += get_task(task).examples("train", config.data.train_samples,
-                                            config.data.seed + index)
+    for index, name in enumerate(config.data.tasks):
+        task = get_task(name)
+        if task.stream is None:
+            examples += task.examples("train", config.data.train_samples, config.data.seed + index)
     return examples
 
 
