@@ -3,19 +3,25 @@
   python scripts/analyze.py --run_dir runs/x [--target gsm_symbolic --basis a,b] [--out dir]
   python scripts/analyze.py --checkpoints base_dir,ckpt_dir --tasks chain_sum,products --out out/
 
-Writes report.json, PNG figures and report.md (see `headjax.heads.report`).
+Writes report.json, PNG figures and report.md (see `headjax.heads.report`). A missing or empty
+--run_dir, or a --target/--basis task the patterns lack, is reported in one line (exit status 2).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from absl import app, flags
 
 from headjax.data import probe_batches
-from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio
-from headjax.heads.report import analyze, load_run_patterns, write_report
+from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio, plots
+from headjax.heads.report import analyze, figures, markdown
+from headjax.train.patterns import load_run_patterns
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory holding patterns/step_XXXXXX.npz.")
@@ -54,6 +60,24 @@ def score_checkpoints(paths, tasks):
     return list(range(len(paths))), stacked, extra
 
 
+def write_report(report: dict, patterns: Mapping[str, np.ndarray], out_dir: str | Path) -> Path:
+    """Write report.json, the figures (PNG) and report.md showing them into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    drawn = figures(report, patterns)
+    for name, fig in drawn.items():
+        plots.save(fig, out / name)
+    (out / "report.md").write_text(markdown(report, list(drawn)))
+    return out
+
+
+def user_error(flag: str, err: Exception | str) -> NoReturn:
+    """Exit with status 2 and one line naming `flag` and the problem."""
+    print(f"{flag}: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv):
     del argv
     if bool(FLAGS.run_dir) == bool(FLAGS.checkpoints):
@@ -61,10 +85,18 @@ def main(argv):
     if FLAGS.checkpoints and not FLAGS.tasks:
         raise app.UsageError("--checkpoints needs --tasks")
     if FLAGS.run_dir:
-        steps, patterns = load_run_patterns(FLAGS.run_dir)
+        try:
+            steps, patterns = load_run_patterns(FLAGS.run_dir)
+        except (FileNotFoundError, ValueError) as err:
+            user_error("--run_dir", err)
         extra = {}
     else:
         steps, patterns, extra = score_checkpoints(FLAGS.checkpoints, FLAGS.tasks)
+    if FLAGS.target is not None:
+        missing = [t for t in (FLAGS.target, *FLAGS.basis) if t not in patterns]
+        if missing or not FLAGS.basis:
+            user_error("--target/--basis", f"unknown tasks {missing} or empty basis "
+                                           f"(have {list(patterns)})")
     report = analyze(steps, patterns, k=FLAGS.k, target=FLAGS.target, basis=FLAGS.basis)
     report.update(extra)
     out = FLAGS.out or (Path(FLAGS.run_dir) / "report" if FLAGS.run_dir else None)

@@ -9,13 +9,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import numpy as np
 import pytest
 
 from headjax.data import pack_rows
 from headjax.heads import plots
-from headjax.heads.report import analyze, load_run_patterns
-from headjax.train.patterns import pattern_path, record_patterns
+from headjax.heads.report import analyze
+from headjax.train.patterns import (
+    load_arrays,
+    load_run_patterns,
+    pattern_path,
+    per_sample_key,
+    read_step,
+    record_patterns,
+    save_npz_atomically,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +54,7 @@ def planted_run(run_dir: Path) -> dict[str, np.ndarray]:
         path = pattern_path(run_dir, step)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {t: p[i].astype(np.float32) for t, p in trajectories.items()}
-        arrays.update({f"{t}.per_sample": np.stack([p[i]] * 2) for t, p in trajectories.items()})
+        arrays.update({per_sample_key(t): np.stack([p[i]] * 2) for t, p in trajectories.items()})
         np.savez(path, **arrays)
     return trajectories
 
@@ -68,6 +77,10 @@ def test_report_measures_planted_trajectories(tmp_path):
     assert combination["shuffled_r2_mean"] < 0.6
     with pytest.raises(ValueError, match="unknown tasks"):
         analyze(steps, patterns, target="c", basis=["z"])
+    with pytest.raises(AssertionError, match="shapes"):  # one [steps, layers, heads] for all
+        analyze(steps, {**patterns, "d": patterns["a"][:, :2]})
+    with pytest.raises(AssertionError):  # as many patterns as steps
+        analyze(steps[:2], patterns)
 
 
 def test_write_report_and_script(tmp_path):
@@ -87,6 +100,24 @@ def test_write_report_and_script(tmp_path):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     bad = run_script()
     assert bad.returncode != 0 and "exactly one of --run_dir or --checkpoints" in bad.stderr
+    unknown = run_script(f"--run_dir={tmp_path / 'run'}", f"--out={out}", "--target=c",
+                         "--basis=a,z")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == ("--target/--basis: unknown tasks ['z'] or empty basis "
+                                      "(have ['a', 'b', 'c'])")
+
+
+def test_script_names_a_missing_run_dir(tmp_path):
+    missing = tmp_path / "no_run"
+    result = run_script(f"--run_dir={missing}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"--run_dir: {missing}: no such folder"
+    assert not (tmp_path / "out").exists()
+    missing.mkdir()
+    result = run_script(f"--run_dir={missing}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"--run_dir: {missing}: no patterns/step_XXXXXX.npz in "
+                                     "this folder")
 
 
 def test_reads_what_the_trainer_records(tiny, tmp_path):
@@ -101,10 +132,31 @@ def test_reads_what_the_trainer_records(tiny, tmp_path):
     assert steps == [0, 10] and list(patterns) == ["t"]
     np.testing.assert_allclose(patterns["t"], np.stack([r["t"] for r in recorded]))
     with np.load(pattern_path(tmp_path, 10)) as saved:  # the padding row is not a sample
-        assert saved["t.per_sample"].shape == (2, config.num_layers, config.num_heads)
-        np.testing.assert_allclose(saved["t.per_sample"].mean(0), saved["t"], rtol=1e-6)
-    with pytest.raises(FileNotFoundError, match="--run_dir"):
+        chex.assert_shape(saved[per_sample_key("t")], (2, config.num_layers, config.num_heads))
+        np.testing.assert_allclose(saved[per_sample_key("t")].mean(0), saved["t"], rtol=1e-6)
+    means, per_sample = read_step(pattern_path(tmp_path, 10))
+    assert list(means) == ["t"] and list(per_sample) == ["t"]
+    np.testing.assert_array_equal(means["t"], recorded[1]["t"])
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing'}: no such folder"):
         load_run_patterns(tmp_path / "missing")
+
+
+def test_store_reads_files_of_the_earlier_layout(tmp_path):
+    """Per-sample scores once stored as `<task>.per_sample`: `[samples, ...]` in step files,
+    `[2, samples, ...]` (step 0, final) in findings files; read under their own names now."""
+    rng = np.random.default_rng(0)
+    run, ends = rng.random((5, 3, 4)), rng.random((2, 5, 3, 4))
+    save_npz_atomically(tmp_path / "step.npz", {"t": run.mean(0), "t.per_sample": run})
+    save_npz_atomically(tmp_path / "findings.npz", {"t": rng.random((2, 3, 4)),
+                                                    "t.per_sample": ends})
+    means, per_sample = read_step(tmp_path / "step.npz")
+    np.testing.assert_array_equal(per_sample["t"], run)
+    np.testing.assert_array_equal(means["t"], run.mean(0))
+    findings = load_arrays(tmp_path / "findings.npz")
+    assert sorted(findings) == ["per_sample/t@base", "per_sample/t@final", "t"]
+    np.testing.assert_array_equal(findings[per_sample_key("t", "base")], ends[0])
+    np.testing.assert_array_equal(findings[per_sample_key("t", "final")], ends[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["findings.npz", "step.npz"]
 
 
 def test_plots_draw_every_figure(tmp_path):

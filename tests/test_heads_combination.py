@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from headjax.heads import (
     fit_combination,
     held_out_fit,
     movement_toward,
+    null_tested_fit,
     p_value,
     predict,
     shuffled_fit_null,
@@ -92,3 +94,17 @@ def test_movement_toward_a_goal():
     sideways = movement_toward(before, np.array([[0.0, 1.0], [0.0, 0.0]]), goal)
     assert sideways.alignment == pytest.approx(0.0)
     assert sideways.relative_reduction < 0
+
+
+def test_null_tested_fit_combines_the_fits_and_their_null():
+    target = np.tensordot(PLANTED, BASIS, axes=1) + 0.01 * RNG.standard_normal((6, 9))
+    key = jax.random.key(3)
+    test = null_tested_fit(target, BASIS, key, num_permutations=30)
+    for fit, method in ((test.ols, "ols"), (test.nnls, "nnls")):
+        np.testing.assert_array_equal(fit.weights,
+                                      fit_combination(target, BASIS, method=method).weights)
+    chex.assert_shape(test.null_r2, (30,))
+    np.testing.assert_array_equal(test.null_r2,
+                                  shuffled_fit_null(target, BASIS, key, num_permutations=30))
+    assert test.ols.r2 > 0.999 > test.null_r2.max()
+    assert test.p_value == pytest.approx(1 / 31)  # no shuffled basis reaches the real fit

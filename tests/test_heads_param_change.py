@@ -19,6 +19,7 @@ from headjax.heads import (
     module_change,
     pattern_to_param_ratio,
     relative_param_change,
+    relative_pattern_change,
 )
 from headjax.model import init, loss, tiny_config
 
@@ -90,6 +91,14 @@ def test_pattern_to_param_ratio(tiny):
         1.0, rel=1e-5)
     assert pattern_to_param_ratio(before, 1.5 * before, params, doubled) == pytest.approx(
         0.5, rel=1e-5)
+    # ||[[1.5, 0], [0, 2]] - [[3, 0], [0, 4]]|| / ||[[3, 0], [0, 4]]|| = 2.5 / 5, in float32 too
+    after = np.array([[1.5, 0.0], [0.0, 2.0]], np.float32)
+    assert relative_pattern_change(before.astype(np.float32), after) == 0.5
+    with pytest.raises(AssertionError):
+        relative_pattern_change(before, after[:1])
+    with pytest.raises(AssertionError):
+        head_param_change(params, {**params, "layers": {**params["layers"], "q_proj":
+                                                        params["layers"]["q_proj"][:1]}})
 
 
 def covered(mask) -> dict[str, np.ndarray]:

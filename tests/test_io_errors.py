@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 from gguf_files import write_llama_gguf
+from safetensors.numpy import save_file
 
 from headjax.io import export_hf, load_gguf, load_hf, load_pretrained
 from headjax.io import pretrained as pretrained_module
 from headjax.io.layout import to_checkpoint
-from headjax.io.safetensors_file import SafetensorsFile, write_safetensors
 from headjax.model import init, tiny_config
 
 GGUF_CONFIG = dict(num_hidden_layers=1, max_position_embeddings=64, hidden_size=32,
@@ -69,7 +69,7 @@ def test_corrupt_safetensors_header(hf_dir):
     data[8:20] = b"\xff" * 12
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=f"{path}: corrupt safetensors header"):
-        SafetensorsFile(str(path))
+        load_hf(str(hf_dir))
     path.write_bytes(b"\x00\x01")
     with pytest.raises(ValueError, match="not a safetensors file"):
         load_hf(str(hf_dir))
@@ -105,7 +105,7 @@ def test_missing_tensor(hf_dir, model):
     config, params = model
     tensors = to_checkpoint(params, config, "hf")
     del tensors["model.layers.0.mlp.up_proj.weight"]
-    write_safetensors(str(hf_dir / "model.safetensors"), tensors)
+    save_file(tensors, str(hf_dir / "model.safetensors"))
     with pytest.raises(ValueError, match=f"{hf_dir}: tensor 'model.layers.0.mlp.up_proj.weight'"
                                          " is missing"):
         load_hf(str(hf_dir))
@@ -115,7 +115,7 @@ def test_wrong_tensor_shape(hf_dir, model):
     config, params = model
     tensors = to_checkpoint(params, config, "hf")
     tensors["model.layers.0.self_attn.k_proj.weight"] = np.zeros((8, 32), np.float32)
-    write_safetensors(str(hf_dir / "model.safetensors"), tensors)
+    save_file(tensors, str(hf_dir / "model.safetensors"))
     with pytest.raises(ValueError, match="tensor 'model.layers.0.self_attn.k_proj.weight': "
                                          r"shape \(32, 8\) does not fit the expected \(32, 2, 8\)"):
         load_hf(str(hf_dir))

@@ -205,7 +205,7 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     assert patterns == ["step_000000.npz", "step_000004.npz", "step_000006.npz"]
     with np.load(tmp_path / "patterns" / "step_000000.npz") as first:
         np.testing.assert_allclose(first["syn"], head_scores(params, probe, config), rtol=1e-5)
-        assert first["syn.per_sample"].shape == (4, config.num_layers, config.num_heads)
+        assert first["per_sample/syn"].shape == (4, config.num_layers, config.num_heads)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["eval/accuracy/syn"]) for r in records if "loss" not in r] == \

@@ -1,7 +1,8 @@
 """The benchmarked model: SmolLM2-135M's architecture in headjax and in transformers PyTorch.
 
-Both start from random weights (timing does not depend on the values); the PyTorch model gets
-headjax's weights copied in so that both compute the same function.
+Both start from random weights (timing does not depend on the values); the PyTorch model is
+built from the Hugging Face config and weight layout of `headjax.io.export` with headjax's weights
+loaded, so that both compute the same function.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from headjax.io import export, layout
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import init
 
@@ -27,32 +29,15 @@ def torch_model(params: dict, config: ModelConfig, attn_implementation: str):
     import torch
     import transformers
 
-    hf_config = transformers.LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.d_model,
-        intermediate_size=config.ffn_dim, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
-        head_dim=config.head_dim, rope_theta=config.rope_theta, rms_norm_eps=config.norm_eps,
-        tie_word_embeddings=config.tie_embeddings,
-        max_position_embeddings=config.max_position_embeddings)
+    hf_config = export.hf_config(config, "llama")
     hf_config._attn_implementation = attn_implementation
     model = transformers.LlamaForCausalLM(hf_config).to(torch.float32).eval()
-    layers = jax.tree.map(np.asarray, params["layers"])
-    as_torch = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))
-    with torch.no_grad():
-        model.model.embed_tokens.weight.copy_(as_torch(params["embed"]))
-        model.model.norm.weight.copy_(as_torch(params["final_norm"]))
-        for i, block in enumerate(model.model.layers):
-            attn, mlp = block.self_attn, block.mlp
-            flat_in = lambda name, i=i: layers[name][i].reshape(config.d_model, -1).T
-            attn.q_proj.weight.copy_(as_torch(flat_in("q_proj")))
-            attn.k_proj.weight.copy_(as_torch(flat_in("k_proj")))
-            attn.v_proj.weight.copy_(as_torch(flat_in("v_proj")))
-            attn.o_proj.weight.copy_(as_torch(layers["o_proj"][i].reshape(-1, config.d_model).T))
-            mlp.gate_proj.weight.copy_(as_torch(layers["gate_proj"][i].T))
-            mlp.up_proj.weight.copy_(as_torch(layers["up_proj"][i].T))
-            mlp.down_proj.weight.copy_(as_torch(layers["down_proj"][i].T))
-            block.input_layernorm.weight.copy_(as_torch(layers["attn_norm"][i]))
-            block.post_attention_layernorm.weight.copy_(as_torch(layers["mlp_norm"][i]))
+    tensors = layout.to_checkpoint(params, config, "hf")
+    state = {name: torch.from_numpy(np.array(t, dtype=np.float32)) for name, t in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if config.tie_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"torch_model: missing {missing}, unexpected {unexpected}")
     return model
 
 

@@ -5,9 +5,11 @@ from headjax.heads.combination import (
     Fit,
     HeldOutFit,
     Movement,
+    NullTestedFit,
     fit_combination,
     held_out_fit,
     movement_toward,
+    null_tested_fit,
     predict,
     r_squared,
     shuffled_fit_null,
@@ -20,6 +22,7 @@ from headjax.heads.param_change import (
     module_change,
     pattern_to_param_ratio,
     relative_param_change,
+    relative_pattern_change,
 )
 from headjax.heads.patterns import (
     NORMALIZATIONS,
@@ -60,13 +63,13 @@ from headjax.heads.specificity import (
 
 __all__ = [
     "LOSS_KINDS", "METHODS", "NORMALIZATIONS", "THRESHOLD_RULES", "ConfidenceInterval", "Fit",
-    "HeadChange", "HeldOutFit", "Movement", "OverlapNull", "PatternResult", "Trajectory",
-    "ablation_effects", "activated_heads", "activation_pattern", "bootstrap_ci",
+    "HeadChange", "HeldOutFit", "Movement", "NullTestedFit", "OverlapNull", "PatternResult",
+    "Trajectory", "ablation_effects", "activated_heads", "activation_pattern", "bootstrap_ci",
     "change_concentration", "coefficient_of_variation", "fit_combination", "gate_gradients",
-    "gini", "head_param_change", "head_parameter_mask", "head_scores", "held_out_fit",
-    "jaccard", "label_permutation_null", "module_change", "movement_toward", "mse",
-    "normalize_pattern", "p_value", "pattern_change", "pattern_to_param_ratio", "pearson",
+    "gini", "head_param_change", "head_parameter_mask", "head_scores", "held_out_fit", "jaccard",
+    "label_permutation_null", "module_change", "movement_toward", "mse", "normalize_pattern",
+    "null_tested_fit", "p_value", "pattern_change", "pattern_to_param_ratio", "pearson",
     "per_sample_head_scores", "predict", "r_squared", "random_head_sets",
-    "random_set_jaccard_null", "relative_param_change", "sample_weights", "shuffled_fit_null",
-    "spearman", "task_overlap", "top_k_share", "trajectory",
+    "random_set_jaccard_null", "relative_param_change", "relative_pattern_change",
+    "sample_weights", "shuffled_fit_null", "spearman", "task_overlap", "top_k_share", "trajectory"
 ]

@@ -26,6 +26,8 @@ import numpy as np
 from jaxtyping import Array, Float
 from scipy.optimize import nnls
 
+from headjax.heads.specificity import p_value
+
 METHODS = ("ols", "nnls", "ridge")
 
 
@@ -127,6 +129,27 @@ def shuffled_fit_null(target: Float[Array, "layers heads"],
         r2[p] = fit_combination(target, shuffled.reshape(basis.shape), method=method,
                                 intercept=intercept, alpha=alpha).r2
     return r2
+
+
+class NullTestedFit(NamedTuple):
+    """OLS and NNLS fits of one target on one basis, and the OLS R^2 against its head-shuffled
+    null: `null_r2` `[permutations]`, `p_value` = P(null R^2 >= the real R^2)."""
+
+    ols: Fit
+    nnls: Fit
+    null_r2: Float[np.ndarray, " permutations"]
+    p_value: float
+
+
+def null_tested_fit(target: Float[Array, "layers heads"],
+                    basis: Float[Array, "tasks layers heads"], key: jax.Array, *,
+                    num_permutations: int = 200) -> NullTestedFit:
+    """Finding 2's test: `fit_combination` by OLS and NNLS, and `shuffled_fit_null` (with `key`)
+    for the OLS R^2, compared by `specificity.p_value(..., alternative="greater")`."""
+    ols, nnls_fit = (fit_combination(target, basis, method=m) for m in ("ols", "nnls"))
+    null = shuffled_fit_null(target, basis, key, num_permutations=num_permutations)
+    return NullTestedFit(ols=ols, nnls=nnls_fit, null_r2=null,
+                         p_value=p_value(ols.r2, null, alternative="greater"))
 
 
 class Movement(NamedTuple):

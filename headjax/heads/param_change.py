@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +58,7 @@ def _sq_norms(layers: dict, name: str, bias: str | None):
 @jax.jit
 def head_param_change(before: Params, after: Params) -> HeadChange:
     """Per-head relative Frobenius change of the q/k/v/o slices between two param trees."""
+    chex.assert_trees_all_equal_shapes(before, after)
     delta = jax.tree.map(lambda a, b: b.astype(jnp.float32) - a.astype(jnp.float32),
                          before["layers"], after["layers"])
     base = before["layers"]
@@ -109,13 +111,21 @@ def relative_param_change(before: Params, after: Params) -> float:
     return float(np.sqrt(num / den))
 
 
+def relative_pattern_change(pattern_before: Float[Array, "layers heads"],
+                            pattern_after: Float[Array, "layers heads"]) -> float:
+    """||AP_after - AP_before||_F / ||AP_before||_F, in the patterns' own precision."""
+    before, after = np.asarray(pattern_before), np.asarray(pattern_after)
+    chex.assert_equal_shape([before, after])
+    return float(np.linalg.norm(after - before) / np.linalg.norm(before))
+
+
 def pattern_to_param_ratio(pattern_before: Float[Array, "layers heads"],
                            pattern_after: Float[Array, "layers heads"],
                            params_before: Params, params_after: Params) -> float:
-    """Relative pattern change divided by relative parameter change (> 1: the pattern moved
-    more, in relative terms, than the parameters did)."""
-    before, after = np.asarray(pattern_before, np.float64), np.asarray(pattern_after, np.float64)
-    pattern_rel = np.linalg.norm(after - before) / np.linalg.norm(before)
+    """Relative pattern change (float64) divided by relative parameter change (> 1: the pattern
+    moved more, in relative terms, than the parameters did)."""
+    pattern_rel = relative_pattern_change(np.asarray(pattern_before, np.float64),
+                                          np.asarray(pattern_after, np.float64))
     return float(pattern_rel / relative_param_change(params_before, params_after))
 
 

@@ -91,6 +91,38 @@ def bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "") -> F
     return fig
 
 
+def grouped_bars(values: Mapping[str, Mapping[str, float]], groups: Sequence[str], *,
+                 ylabel: str = "") -> Figure:
+    """Per name of `values`, one bar per group side by side (e.g. per task: the loss increase of
+    ablating its own, other tasks' and random heads)."""
+    fig = Figure(figsize=(1.6 * len(values) + 2, 3.5), layout="constrained")
+    ax = fig.subplots()
+    names = list(values)
+    width = 0.8 / len(groups)
+    for i, group in enumerate(groups):
+        ax.bar(np.arange(len(names)) + i * width, [values[n][group] for n in names], width,
+               label=group)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return fig
+
+
+def errorbar_curves(series: Mapping[str, tuple[Sequence[float], Sequence[float],
+                                               Sequence[float]]], *,
+                    xlabel: str = "", ylabel: str = "") -> Figure:
+    """One line per name with error bars: `series[name] = (x, y, half-widths)` (e.g. accuracy
+    against training samples, mean and 95% interval over seeds)."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, (x, y, yerr) in series.items():
+        ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def scatter(x: np.ndarray, y: np.ndarray, *, xlabel: str = "", ylabel: str = "",
             title: str = "") -> Figure:
     """One point per entry of `x` and `y` (e.g. per head: parameter change vs pattern change)."""

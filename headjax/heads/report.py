@@ -1,23 +1,22 @@
-"""Report on pattern trajectories: loading, the Findings' measures, figures, JSON + Markdown.
+"""The pattern report's content: the Findings' measures, its figures and its Markdown.
 
 Input: per task, patterns at a sequence of steps `[steps, layers, heads]` (first = base, last =
-final), from a training run's `run_dir/patterns/step_XXXXXX.npz` files (one `[layers, heads]`
-array per probe task keyed by its name, its per-sample scores under `<task>.per_sample`) or from
-scoring checkpoints directly.
+final), e.g. a training run's step files (`headjax.train.patterns.load_run_patterns`) or patterns
+of scored checkpoints. Pure: `analyze` returns a JSON-ready dict, `figures` matplotlib figures
+and `markdown` the page text; `scripts/analyze.py` reads the inputs and writes the files.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+import chex
 import jax
 import numpy as np
+from matplotlib.figure import Figure
 
 from headjax.heads import plots
-from headjax.heads.combination import fit_combination, shuffled_fit_null
+from headjax.heads.combination import null_tested_fit
 from headjax.heads.specificity import (
     activated_heads,
     coefficient_of_variation,
@@ -28,27 +27,6 @@ from headjax.heads.specificity import (
     top_k_share,
     trajectory,
 )
-
-_STEP_FILE = re.compile(r"step_(\d+)\.npz$")
-PER_SAMPLE_SUFFIX = ".per_sample"
-
-
-def load_run_patterns(run_dir: str | Path) -> tuple[list[int], dict[str, np.ndarray]]:
-    """(steps, {task: [steps, layers, heads]}) from `run_dir/patterns/step_XXXXXX.npz`."""
-    files = sorted((int(m.group(1)), path) for path in Path(run_dir, "patterns").glob("*.npz")
-                   if (m := _STEP_FILE.search(path.name)))
-    if not files:
-        raise FileNotFoundError(f"--run_dir: no patterns/step_XXXXXX.npz under {run_dir}")
-    per_step = []
-    for _, path in files:
-        with np.load(path) as data:
-            per_step.append({k: data[k] for k in data.files if not k.endswith(PER_SAMPLE_SUFFIX)})
-    tasks = list(per_step[0])
-    for (step, path), arrays in zip(files, per_step, strict=True):
-        if sorted(arrays) != sorted(tasks):
-            raise ValueError(f"{path}: tasks {sorted(arrays)} differ from step {files[0][0]}'s "
-                             f"{sorted(tasks)} (step {step})")
-    return [s for s, _ in files], {t: np.stack([a[t] for a in per_step]) for t in tasks}
 
 
 def analyze(steps: Sequence[int], patterns: Mapping[str, np.ndarray], *, k: int = 10,
@@ -65,6 +43,9 @@ def analyze(steps: Sequence[int], patterns: Mapping[str, np.ndarray], *, k: int 
     key = jax.random.key(seed)
     tasks = list(patterns)
     shape = next(iter(patterns.values())).shape[1:]
+    chex.assert_rank(list(patterns.values()), 3)
+    chex.assert_equal_shape(list(patterns.values()))
+    chex.assert_axis_dimension(next(iter(patterns.values())), 0, len(steps))
     k = min(k, shape[0] * shape[1])
     change = {t: patterns[t][-1] - patterns[t][0] for t in tasks}
     report = {"steps": list(map(int, steps)), "k": k, "layers": shape[0], "heads": shape[1],
@@ -91,46 +72,42 @@ def analyze(steps: Sequence[int], patterns: Mapping[str, np.ndarray], *, k: int 
     if target is not None:
         missing = [t for t in (target, *basis) if t not in patterns]
         if missing or not basis:
-            raise ValueError(f"--target/--basis: unknown tasks {missing} or empty basis "
+            raise ValueError(f"combination: unknown tasks {missing} or empty basis "
                              f"(have {tasks})")
-        stack = np.stack([change[b] for b in basis])
-        fits = {m: fit_combination(change[target], stack, method=m) for m in ("ols", "nnls")}
-        r2_null = shuffled_fit_null(change[target], stack, key, num_permutations=num_null)
+        test = null_tested_fit(change[target], np.stack([change[b] for b in basis]), key,
+                               num_permutations=num_null)
         report["combination"] = {
             "target": target, "basis": list(basis),
             **{m: {"weights": dict(zip(basis, f.weights.tolist(), strict=True)),
-                   "intercept": f.intercept, "r2": f.r2} for m, f in fits.items()},
-            "shuffled_r2_mean": float(r2_null.mean()),
-            "p_r2_above_shuffled": p_value(fits["ols"].r2, r2_null, alternative="greater")}
+                   "intercept": f.intercept, "r2": f.r2}
+               for m, f in (("ols", test.ols), ("nnls", test.nnls))},
+            "shuffled_r2_mean": float(test.null_r2.mean()),
+            "p_r2_above_shuffled": test.p_value}
     return report
 
 
-def write_report(report: dict, patterns: Mapping[str, np.ndarray], out_dir: str | Path) -> Path:
-    """Write report.json, the figures (PNG) and report.md showing them into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+def figures(report: dict, patterns: Mapping[str, np.ndarray]) -> dict[str, Figure]:
+    """{file name: figure} of the report: final patterns, each task's before/after and
+    trajectory, and the NNLS weights when the report has a combination."""
     steps = report["steps"]
     final = {t: p[-1] for t, p in patterns.items()}
-    figures = {"final_patterns.png": plots.pattern_heatmaps(final)}
+    out = {"final_patterns.png": plots.pattern_heatmaps(final)}
     for t, p in patterns.items():
-        figures[f"change_{t}.png"] = plots.before_after(p[0], p[-1], title=t)
+        out[f"change_{t}.png"] = plots.before_after(p[0], p[-1], title=t)
         curves = report["tasks"][t]["trajectory"]
-        figures[f"trajectory_{t}.png"] = plots.trajectory_curves(
+        out[f"trajectory_{t}.png"] = plots.trajectory_curves(
             steps, {"corr to base": curves["corr_to_base"],
                     "corr to final": curves["corr_to_final"]}, ylabel="Pearson r", title=t)
     if "combination" in report:
         fit = report["combination"]["nnls"]
-        figures["combination_nnls.png"] = plots.bars(
+        out["combination_nnls.png"] = plots.bars(
             fit["weights"], ylabel="weight",
             title=f"NNLS fit of {report['combination']['target']}: R^2 = {fit['r2']:.3f}")
-    for name, fig in figures.items():
-        plots.save(fig, out / name)
-    (out / "report.md").write_text(_markdown(report, list(figures)))
     return out
 
 
-def _markdown(report: dict, figures: list[str]) -> str:
+def markdown(report: dict, figure_names: Sequence[str]) -> str:
+    """The report page: tables of the measures, then every figure by file name."""
     lines = [f"# Head activation pattern report (steps {report['steps'][0]}..{report['steps'][-1]},"
              f" top-k = {report['k']})", "",
              "| task | Gini before | Gini after | CV before | CV after | top-k share of change |",
@@ -151,5 +128,5 @@ def _markdown(report: dict, figures: list[str]) -> str:
                   f"OLS R^2 = {c['ols']['r2']:.3f}, NNLS R^2 = {c['nnls']['r2']:.3f}, "
                   f"head-shuffled mean R^2 = {c['shuffled_r2_mean']:.3f} "
                   f"(p = {c['p_r2_above_shuffled']:.3f})."]
-    lines += [""] + [f"![{name}]({name})" for name in figures]
+    lines += [""] + [f"![{name}]({name})" for name in figure_names]
     return "\n".join(lines) + "\n"

@@ -12,9 +12,9 @@ import json
 import os
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from headjax.io import layout
-from headjax.io.safetensors_file import write_safetensors
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params
@@ -76,8 +76,8 @@ def export_hf(path: str, params: Params, config: ModelConfig,
     os.makedirs(path, exist_ok=True)
     hf.save_pretrained(path)
     tensors = layout.to_checkpoint(params, config, "hf")
-    write_safetensors(os.path.join(path, "model.safetensors"),
-                      {name: np.asarray(t) for name, t in tensors.items()}, {"format": "pt"})
+    save_file({name: np.ascontiguousarray(t) for name, t in tensors.items()},
+              os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     generation = {"do_sample": False}
     if tokenizer is not None:
         tokenizer.save(path)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from headjax.io import layout
-from headjax.io.safetensors_file import SafetensorsFile
 from headjax.model.config import ModelConfig, RopeScaling
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -135,21 +136,53 @@ def config_from_hf(hf: dict, *, source: str = "config.json", dtype: str = "float
         max_position_embeddings=max_positions, dtype=dtype, param_dtype=dtype)
 
 
-def _open_shards(directory: str) -> dict[str, SafetensorsFile]:
-    """{tensor name: the shard holding it} for `model.safetensors` or its sharded index."""
+def _safetensors_problem(path: str) -> str:
+    """What is wrong with a `.safetensors` file the library refused, in words."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return "not a safetensors file (shorter than its 8-byte header)"
+        (header_len,) = struct.unpack("<Q", prefix)
+        try:
+            header = json.loads(f.read(header_len))
+            ends = {name: 8 + header_len + entry["data_offsets"][1]
+                    for name, entry in header.items() if name != "__metadata__"}
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as err:
+            return f"corrupt safetensors header ({err})"
+    past = [name for name, end in ends.items() if end > size]
+    if header_len > size - 8 or past:
+        return (f"truncated safetensors file: tensor {past[0]!r} ends past its {size} bytes"
+                if past else f"truncated safetensors file ({size} bytes)")
+    return "unreadable safetensors file"
+
+
+def _open_safetensors(path: str):
+    """A `safetensors.safe_open` handle (numpy) on `path`; a file it refuses is one ValueError
+    naming the file and the problem."""
+    try:
+        return safe_open(path, framework="np")
+    except SafetensorError as err:
+        raise ValueError(f"{path}: {_safetensors_problem(path)}") from err
+
+
+def _open_shards(directory: str) -> dict:
+    """{tensor name: the open file holding it} for `model.safetensors` or its sharded index."""
     single = os.path.join(directory, "model.safetensors")
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.isfile(single):
-        shard = SafetensorsFile(single)
-        return {name: shard for name in shard.names()}
+        shard = _open_safetensors(single)
+        return {name: shard for name in shard.keys()}  # noqa: SIM118 (a handle, not a dict)
     if os.path.isfile(index):
         weight_map = read_config_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index}: missing 'weight_map'")
-        shards = {f: SafetensorsFile(os.path.join(directory, f)) for f in set(weight_map.values())}
+        shards = {f: _open_safetensors(os.path.join(directory, f))
+                  for f in set(weight_map.values())}
+        names = {f: set(shard.keys()) for f, shard in shards.items()}  # noqa: SIM118
         located = {}
         for name, file in weight_map.items():
-            if name not in shards[file].names():
+            if name not in names[file]:
                 raise ValueError(f"{os.path.join(directory, file)}: tensor {name!r} listed in "
                                  f"{index} is missing")
             located[name] = shards[file]
@@ -172,6 +205,6 @@ def load_hf(directory: str, *, dtype: str = "float32") -> tuple[dict, ModelConfi
     def read(name: str, rule: layout.Rule) -> np.ndarray:
         if name not in located:
             raise ValueError(f"{directory}: tensor {name!r} is missing from the checkpoint")
-        return located[name].read(name).astype(np.float32)
+        return located[name].get_tensor(name).astype(np.float32)
 
     return layout.to_canonical(read, config, "hf", dtype), config

@@ -6,14 +6,16 @@ on their fixed probe sets at steps 0, `probe_every`, ..., final (step 0, the bas
 once for all tasks: `out_dir/findings/base_patterns.npz`). Saved per task t
 (`out_dir/findings/<t>.npz`):
 
-    steps                 [steps]
-    <u>                   [steps, layers, heads]   AP of probe task u (t, target) along t's run
-    <u>.per_sample        [2, samples, layers, heads]  u's per-sample scores at step 0 and final
-    head_change           [layers, heads]   relative Frobenius change of each head's q/k/v/o
-    param_change          scalar            ||d theta|| / ||theta||
-    concentration         scalar            fraction of entries holding 90% of squared change
+    steps                   [steps]
+    <u>                     [steps, layers, heads]    AP of probe task u (t, target) along t's run
+    per_sample/<u>@base     [samples, layers, heads]  u's per-sample scores at step 0
+    per_sample/<u>@final    [samples, layers, heads]  u's per-sample scores at the final step
+    head_change             [layers, heads]   relative Frobenius change of each head's q/k/v/o
+    param_change            scalar            ||d theta|| / ||theta||
+    concentration           scalar            fraction of entries holding 90% of squared change
 
-t's own change is dAP_t = AP_t(final of run t) - AP_t(step 0).
+(keys and files of `headjax.train.patterns`). t's own change is
+dAP_t = AP_t(final of run t) - AP_t(step 0).
 """
 
 from __future__ import annotations
@@ -37,20 +39,30 @@ from headjax.heads import (
     held_out_fit,
     label_permutation_null,
     movement_toward,
+    null_tested_fit,
     p_value,
     random_head_sets,
     relative_param_change,
-    shuffled_fit_null,
+    relative_pattern_change,
     spearman,
     top_k_share,
     trajectory,
 )
-from headjax.heads.report import analyze, load_run_patterns
+from headjax.heads.report import analyze
 from headjax.reproduce.config import findings_tasks
 from headjax.train.experiment import probe_hook, train_batches
 from headjax.train.guide import target_examples
 from headjax.train.loop import Hooks
-from headjax.train.patterns import pattern_path, record_patterns, save_npz_atomically
+from headjax.train.patterns import (
+    load_arrays,
+    load_run_patterns,
+    pattern_path,
+    per_sample_key,
+    read_step,
+    record_patterns,
+    save_npz_atomically,
+    task_of,
+)
 from headjax.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -94,8 +106,7 @@ def _seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
     step_zero = pattern_path(run.run_dir, 0)
     if step_zero.exists():
         return
-    with np.load(base) as data:
-        arrays = {k: data[k] for k in data.files if k.split(".")[0] in run.heads.tasks}
+    arrays = {k: v for k, v in load_arrays(base).items() if task_of(k) in run.heads.tasks}
     save_npz_atomically(step_zero, arrays)
 
 
@@ -116,12 +127,9 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
         after = jax.device_get(state.params)
         steps, patterns = load_run_patterns(run.run_dir)
         arrays = {"steps": np.asarray(steps), **patterns}
-        for u in patterns:
-            ends = []
-            for step in (steps[0], steps[-1]):
-                with np.load(pattern_path(run.run_dir, step)) as data:
-                    ends.append(data[f"{u}.per_sample"])
-            arrays[f"{u}.per_sample"] = np.stack(ends)
+        for moment, step in (("base", steps[0]), ("final", steps[-1])):
+            per_sample = read_step(pattern_path(run.run_dir, step))[1]
+            arrays.update({per_sample_key(u, moment): per_sample[u] for u in patterns})
         arrays["head_change"] = np.asarray(head_param_change(base_params, after).combined)
         arrays["param_change"] = np.asarray(relative_param_change(base_params, after))
         arrays["concentration"] = np.asarray(change_concentration(base_params, after))
@@ -131,11 +139,7 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
 
 def load_findings(config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
     """{task: its saved arrays} for every findings task."""
-    out = {}
-    for task in findings_tasks(config):
-        with np.load(findings_path(config, task)) as data:
-            out[task] = {k: data[k] for k in data.files}
-    return out
+    return {task: load_arrays(findings_path(config, task)) for task in findings_tasks(config)}
 
 
 def own_change(findings: dict, task: str) -> np.ndarray:
@@ -144,8 +148,8 @@ def own_change(findings: dict, task: str) -> np.ndarray:
 
 
 def _per_sample_change(findings: dict, task: str) -> np.ndarray:
-    ends = findings[task][f"{task}.per_sample"]
-    return ends[1] - ends[0]
+    arrays = findings[task]
+    return arrays[per_sample_key(task, "final")] - arrays[per_sample_key(task, "base")]
 
 
 def bootstrap_changes(findings: dict, tasks, draws: int, seed: int) -> np.ndarray:
@@ -216,16 +220,14 @@ def _ablation(config, findings, base_params, model_config, tokenizer) -> dict:
 
 
 def _fits(target: np.ndarray, basis: list[np.ndarray], names, key, draws) -> dict:
-    stack = np.stack(basis)
-    ols, nnls = (fit_combination(target, stack, method=m) for m in ("ols", "nnls"))
-    null = shuffled_fit_null(target, stack, key, num_permutations=draws)
+    test = null_tested_fit(target, np.stack(basis), key, num_permutations=draws)
     n, p = target.size, len(basis)
-    return {"basis": list(names), "r2_ols": ols.r2, "r2_nnls": nnls.r2,
-            "adjusted_r2_ols": 1 - (1 - ols.r2) * (n - 1) / (n - p - 1),
-            "weights_ols": dict(zip(names, ols.weights.tolist(), strict=True)),
-            "weights_nnls": dict(zip(names, nnls.weights.tolist(), strict=True)),
-            "shuffled_r2_mean": float(null.mean()),
-            "p_above_shuffled": p_value(ols.r2, null, alternative="greater")}
+    return {"basis": list(names), "r2_ols": test.ols.r2, "r2_nnls": test.nnls.r2,
+            "adjusted_r2_ols": 1 - (1 - test.ols.r2) * (n - 1) / (n - p - 1),
+            "weights_ols": dict(zip(names, test.ols.weights.tolist(), strict=True)),
+            "weights_nnls": dict(zip(names, test.nnls.weights.tolist(), strict=True)),
+            "shuffled_r2_mean": float(test.null_r2.mean()),
+            "p_above_shuffled": test.p_value}
 
 
 def finding2(config, findings: dict) -> dict:
@@ -262,7 +264,7 @@ def finding3(config, findings: dict) -> dict:
     for t in findings_tasks(config):
         arrays = findings[t]
         own = arrays[t]
-        pattern_rel = float(np.linalg.norm(own[-1] - own[0]) / np.linalg.norm(own[0]))
+        pattern_rel = relative_pattern_change(own[0], own[-1])
         traj = trajectory(own.astype(np.float32))
         out[t] = {"param_change": float(arrays["param_change"]),
                   "pattern_change": pattern_rel,

@@ -23,6 +23,9 @@ Patterns for (a): `guide.patterns` names an `.npz` of `[layers, heads]` arrays k
 name (e.g. the SFT-induced changes dAP of `scripts/reproduce.py`, the paper's choice); empty =
 the current model's activation patterns, computed at the start (the target on its n training
 samples, each basic task on `guide.probe_samples` of its own training split).
+
+The choices themselves (mixture weights, preliminary counts, head selection) are pure functions of
+`headjax.heads.guidance`; this module reads the config, draws the examples and runs the phases.
 """
 
 from __future__ import annotations
@@ -37,83 +40,27 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jaxtyping import Bool, Float
 
 from headjax.data import Example, example_batches, get_task
-from headjax.heads.combination import fit_combination
+from headjax.heads.guidance import (
+    HEAD_SELECTIONS,
+    MIXTURES,
+    NoPatternFitError,
+    mixture_weights,
+    preliminary_counts,
+    select_heads,
+)
 from headjax.heads.param_change import head_parameter_mask
 from headjax.heads.patterns import activation_pattern
 from headjax.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-MIXTURES = ("none", "uniform", "random", "pattern")
 GUIDE_SCHEDULES = ("joint", "warm_start")
-HEAD_SELECTIONS = ("all", "pattern", "random")
 _BASIS_SEED_OFFSET = 1000  # basic-task examples are drawn with data.seed + offset + index
-
-
-class NoPatternFitError(ValueError):
-    """The NNLS weights of every basic task are zero: no mixture follows from the patterns."""
-
-
-def mixture_weights(kind: str, tasks: Sequence[str], key: jax.Array, *,
-                    target: Float[np.ndarray, "layers heads"] | None = None,
-                    basis: Float[np.ndarray, "tasks layers heads"] | None = None
-                    ) -> Float[np.ndarray, " tasks"]:
-    """Non-negative weights `[tasks]` summing to 1 for the preliminary set.
-
-    kind "uniform": 1/T each; "random": a draw from Dirichlet(1, ..., 1) (uniform on the simplex)
-    with `key`; "pattern": the NNLS weights of `target` on `basis`, normalised (an error when
-    they are all zero: no basic task's pattern helps explain the target's).
-    """
-    if kind == "uniform":
-        weights = np.ones(len(tasks))
-    elif kind == "random":
-        weights = np.asarray(jax.random.dirichlet(key, np.ones(len(tasks))), np.float64)
-    elif kind == "pattern":
-        if target is None or basis is None:
-            raise ValueError("guide.mixture='pattern': needs the target's and the basis patterns")
-        weights = np.asarray(fit_combination(target, basis, method="nnls").weights)
-        if not weights.sum() > 0:
-            raise NoPatternFitError(f"guide.mixture='pattern': the NNLS weights of the basis "
-                                    f"{tuple(tasks)} are all zero; no basic task's pattern "
-                                    f"fits the target's")
-    else:
-        raise ValueError(f"guide.mixture: {kind!r} not in {MIXTURES[1:]}")
-    return weights / weights.sum()
-
-
-def preliminary_counts(weights: Float[np.ndarray, " tasks"], total: int) -> np.ndarray:
-    """Integer counts `[tasks]` adding up to `total`, proportional to `weights` (the paper's
-    N * a_i / sum_j a_j), rounded by largest remainder (ties to the lower index)."""
-    weights = np.asarray(weights, np.float64)
-    if weights.ndim != 1 or (weights < 0).any() or not weights.sum() > 0:
-        raise ValueError(f"weights: need non-negative weights with a positive sum, got {weights}")
-    exact = total * weights / weights.sum()
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:total - counts.sum()]] += 1
-    return counts
-
-
-def select_heads(kind: str, scores: Float[np.ndarray, "layers heads"], fraction: float,
-                 key: jax.Array) -> Bool[np.ndarray, "layers heads"]:
-    """The `round(fraction * layers * heads)` (at least 1) heads to train: the highest `scores`
-    ("pattern", ties to the lower flat index) or a uniform random set ("random", `key`)."""
-    scores = np.asarray(scores)
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"guide.head_fraction: {fraction} not in (0, 1]")
-    count = max(1, round(fraction * scores.size))
-    if kind == "pattern":
-        chosen = np.argsort(-scores.ravel(), kind="stable")[:count]
-    elif kind == "random":
-        chosen = np.asarray(jax.random.choice(key, scores.size, (count,), replace=False))
-    else:
-        raise ValueError(f"guide.heads: {kind!r} not in {HEAD_SELECTIONS[1:]}")
-    mask = np.zeros(scores.size, bool)
-    mask[chosen] = True
-    return mask.reshape(scores.shape)
+__all__ = ["GUIDE_SCHEDULES", "HEAD_SELECTIONS", "MIXTURES", "NoPatternFitError", "Phase",
+           "basis_examples", "guide_patterns", "mixture_weights", "plan_phases",
+           "preliminary_counts", "run_guided", "select_heads", "target_examples"]
 
 
 def target_examples(config: ml_collections.ConfigDict) -> list[Example]:
