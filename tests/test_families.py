@@ -210,3 +210,15 @@ def test_export_round_trip_loads_in_transformers(models, batch, family, tmp_path
     reloaded, reloaded_config = load_hf(str(tmp_path))
     assert reloaded_config == config
     jax.tree.map(np.testing.assert_array_equal, reloaded, jax.tree.map(np.asarray, params))
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3"])
+def test_gate_gradient_is_the_gamma_identity_under_soft_caps(models, batch, family):
+    """sum_{q,k} Gamma dL/dGamma of transformers' post-softmax maps: the soft-cap acts before
+    the softmax, so the identity with the gate gradient is untouched."""
+    from tests.test_parity_torch import _torch_gamma_scores
+
+    model, params, config = models[family]
+    ours = np.asarray(gate_gradients(params, {k: jnp.asarray(v) for k, v in batch.items()},
+                                     config, loss_kind="sample_mean"))
+    np.testing.assert_allclose(ours, _torch_gamma_scores(model, batch), rtol=1e-4, atol=1e-6)
