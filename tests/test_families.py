@@ -222,3 +222,30 @@ def test_gate_gradient_is_the_gamma_identity_under_soft_caps(models, batch, fami
     ours = np.asarray(gate_gradients(params, {k: jnp.asarray(v) for k, v in batch.items()},
                                      config, loss_kind="sample_mean"))
     np.testing.assert_allclose(ours, _torch_gamma_scores(model, batch), rtol=1e-4, atol=1e-6)
+
+
+GEMMA3_270M_CONFIG = {  # config.json of google/gemma-3-270m as transformers 4.55 wrote it
+    "_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"], "attention_bias": False,
+    "attention_dropout": 0.0, "attn_logit_softcapping": None, "bos_token_id": 2,
+    "eos_token_id": 1, "final_logit_softcapping": None, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 640, "initializer_range": 0.02,
+    "intermediate_size": 2048,
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 3,
+    "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 4,
+    "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0,
+    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0,
+    "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 512,
+    "torch_dtype": "bfloat16", "transformers_version": "4.55.0.dev0",
+    "use_bidirectional_attention": False, "use_cache": True, "vocab_size": 262144,
+}
+
+
+def test_older_gemma3_config_format_reads_like_transformers_reads_it():
+    from headjax.io import config_from_hf
+
+    config = config_from_hf(GEMMA3_270M_CONFIG)
+    assert (config.rope_theta, config.rope_local_theta, config.sliding_window) == (1e6, 1e4, 512)
+    assert config.local_layers == ((True,) * 5 + (False,)) * 3
+    assert config.tie_embeddings and config.qk_norm and config.query_pre_attn_scalar == 256.0
+    theirs = transformers.Gemma3TextConfig(**GEMMA3_270M_CONFIG)
+    assert config_from_hf(theirs.to_dict()) == config
