@@ -9,7 +9,9 @@ The cache is a pytree (`KVCache`):
 
 Prompts are left-padded `[batch, prompt_len]` with a boolean mask. A token's RoPE position is the
 count of real tokens before it in its row, so a padded row computes exactly what the unpadded
-prompt would; padding slots carry segment 0 and real queries never attend to them.
+prompt would; padding slots carry segment 0 and real queries never attend to them. Local
+(sliding-window) layers keep every slot too; their mask only reads the last `sliding_window`.
+Each layer is `headjax.model.block.decoder_block`, the same block as the training forward.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ class ModelConfig:
       scan_layers: run the stacked layers with `jax.lax.scan` (fast compile) instead of unrolling.
       remat: rematerialise each layer in the backward pass ("none", "full", "dots").
       attention_impl: "xla" (einsum, can return probabilities) or "fused"
-        (`jax.nn.dot_product_attention`, never materialises probabilities outside the kernel).
+        (`jax.nn.dot_product_attention`, never materialises probabilities outside the kernel;
+        with `attn_logit_softcap`, which that kernel lacks, the einsum path runs instead).
 
     Family features (each off by default; see docs/method.md for which family uses which):
       qk_norm: per-head RMSNorm on q and k (params `q_norm`, `k_norm` `[layers, head_dim]`),
