@@ -165,9 +165,9 @@ def config_from_hf(hf: dict, *, source: str = "config.json", dtype: str = "float
     local_layers = _local_layers(hf, model_type, window, layers, fail)
     if not any(local_layers):
         window, local_layers = None, ()
-    caps = {"gemma2": (50.0, 30.0), "gemma3_text": (None, None)}.get(model_type, (None, None))
-    attn_cap = hf.get("attn_logit_softcapping", caps[0]) if gemma else None
-    final_cap = hf.get("final_logit_softcapping", caps[1]) if gemma else None
+    default_caps = (50.0, 30.0) if model_type == "gemma2" else (None, None)  # transformers'
+    attn_cap = hf.get("attn_logit_softcapping", default_caps[0]) if gemma else None
+    final_cap = hf.get("final_logit_softcapping", default_caps[1]) if gemma else None
     return ModelConfig(
         vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=layers,
         num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads, head_dim=head_dim,
