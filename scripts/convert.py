@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from headjax.io.export import FAMILIES
+
 flags.DEFINE_string("input", None, "Registry name, .gguf file, HF directory or native directory.")
 flags.DEFINE_string("output", None, "Directory to write (must not exist for --to native).")
 flags.DEFINE_enum("to", "native", ["native", "hf"], "Output format.")
 flags.DEFINE_string("dtype", "float32", "Parameter dtype of the output.")
-flags.DEFINE_enum("architecture", None, ["llama", "qwen2", "mistral"],
-                  "HF architecture for --to hf (default: qwen2 with q/k/v biases, else llama).")
+flags.DEFINE_enum("architecture", None, sorted(FAMILIES),
+                  "HF family for --to hf (default: the family whose features the model has).")
 FLAGS = flags.FLAGS
 
 

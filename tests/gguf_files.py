@@ -92,3 +92,74 @@ def write_llama_gguf(path: str, hf_tensors: dict[str, np.ndarray], hf_config: di
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+FAMILY_TO_GGUF = {
+    **HF_TO_GGUF, "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias", "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+}
+GEMMA_TO_GGUF = {
+    **FAMILY_TO_GGUF, "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
+
+
+def write_family_gguf(path: str, arch: str, hf_tensors: dict[str, np.ndarray], hf: dict, *,
+                      quant: Q = Q.F32, raw: dict[str, tuple[np.ndarray, Q]] | None = None
+                      ) -> None:
+    """Write a qwen2 / qwen3 / gemma2 / gemma3 GGUF as llama.cpp's converter does: no q/k row
+    permutation, Gemma norms stored as (1 + w), Gemma's soft-caps and sliding window as metadata.
+
+    `hf` is the transformers config's `to_dict()`; matrices are stored as `quant` (or as the
+    bytes in `raw`, keyed by GGUF name), 1-d tensors as F32. No tokenizer is written.
+    """
+    gemma = arch.startswith("gemma")
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(hf["num_hidden_layers"])
+    writer.add_context_length(hf["max_position_embeddings"])
+    writer.add_embedding_length(hf["hidden_size"])
+    writer.add_feed_forward_length(hf["intermediate_size"])
+    writer.add_head_count(hf["num_attention_heads"])
+    writer.add_head_count_kv(hf["num_key_value_heads"])
+    writer.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    writer.add_vocab_size(hf["vocab_size"])
+    rope = hf["rope_parameters"]
+    rope = rope.get("full_attention", rope)
+    writer.add_rope_freq_base(rope["rope_theta"])
+    if rope["rope_type"] == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+    if hf.get("head_dim"):
+        writer.add_key_length(hf["head_dim"])
+        writer.add_value_length(hf["head_dim"])
+    if gemma:
+        writer.add_sliding_window(hf["sliding_window"])
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(hf["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(hf["final_logit_softcapping"])
+    names = GEMMA_TO_GGUF if gemma else FAMILY_TO_GGUF
+    raw = raw or {}
+    for name, tensor in hf_tensors.items():
+        if name == "lm_head.weight" and gemma and hf["tie_word_embeddings"]:
+            continue
+        top = {"model.embed_tokens.weight": "token_embd.weight",
+               "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+        if name in top:
+            out = top[name]
+        else:
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            out = f"blk.{layer}.{names[rest]}"
+        if gemma and name.endswith("norm.weight"):
+            tensor = tensor + 1.0
+        if out in raw:
+            writer.add_tensor(out, raw[out][0], raw_dtype=raw[out][1])
+        elif tensor.ndim == 2 and quant != Q.F32:
+            writer.add_tensor(out, gguf.quants.quantize(tensor, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(out, np.ascontiguousarray(tensor, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

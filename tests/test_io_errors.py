@@ -85,8 +85,17 @@ def test_corrupt_safetensors_header(hf_dir):
      "'yarn' is not supported"),
     (dict(hidden_act="swiglu_oai"), "hidden_act", "unsupported activation"),
     (dict(logit_softcapping=30.0), "logit_softcapping", "not understood"),
-    (dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=True),
-     "use_sliding_window", "sliding-window attention is not supported"),
+    (dict(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"],
+          use_bidirectional_attention=True),
+     "use_bidirectional_attention", "bidirectional attention is not supported"),
+    (dict(final_logit_softcapping=30.0), "final_logit_softcapping",
+     "not understood by headjax for model type 'llama'"),
+    (dict(model_type="gemma2", architectures=["Gemma2ForCausalLM"], layer_types=["full"]),
+     "layer_types", "expected 1 of 'sliding_attention'/'full_attention'"),
+    (dict(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"],
+          rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                           "sliding_attention": {"rope_type": "linear", "factor": 2.0}}),
+     "rope_parameters", "RoPE scaling on sliding-window layers is not supported"),
 ])
 def test_unsupported_config_attributes(hf_dir, changes, attribute, problem):
     path = _edit_config(hf_dir, **changes)
@@ -94,11 +103,21 @@ def test_unsupported_config_attributes(hf_dir, changes, attribute, problem):
         load_hf(str(hf_dir))
 
 
-def test_mistral_sliding_window_caps_the_supported_length(hf_dir):
+def test_mistral_sliding_window_is_a_window_on_every_layer(hf_dir):
     _edit_config(hf_dir, model_type="mistral", architectures=["MistralForCausalLM"],
                  sliding_window=32, max_position_embeddings=4096)
     _, config = load_hf(str(hf_dir))
-    assert config.max_position_embeddings == 32
+    assert config.max_position_embeddings == 4096
+    assert config.sliding_window == 32 and config.local_layers == (True,)
+
+
+def test_unsupported_model_type_names_every_supported_one(hf_dir):
+    path = _edit_config(hf_dir, model_type="gemma3",
+                        architectures=["Gemma3ForConditionalGeneration"])
+    with pytest.raises(ValueError, match=f"{path}: attribute 'model_type': unsupported model type "
+                                         "'gemma3' \\(supported: \\['gemma2', 'gemma3_text', "
+                                         "'llama', 'mistral', 'qwen2', 'qwen3'\\]\\)"):
+        load_hf(str(hf_dir))
 
 
 def test_missing_tensor(hf_dir, model):

@@ -9,7 +9,9 @@ The cache is a pytree (`KVCache`):
 
 Prompts are left-padded `[batch, prompt_len]` with a boolean mask. A token's RoPE position is the
 count of real tokens before it in its row, so a padded row computes exactly what the unpadded
-prompt would; padding slots carry segment 0 and real queries never attend to them.
+prompt would; padding slots carry segment 0 and real queries never attend to them. Local
+(sliding-window) layers keep every slot too; their mask only reads the last `sliding_window`.
+Each layer is `headjax.model.block.decoder_block`, the same block as the training forward.
 """
 
 from __future__ import annotations
@@ -23,13 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from headjax.model import attention
+from headjax.model import block
+from headjax.model.block import Gates
 from headjax.model.config import ModelConfig
-from headjax.model.norms import rms_norm
-from headjax.model.rope import rotary_tables
-from headjax.model.transformer import Params, cast_params, embed_tokens, mlp, unembed
-
-Gates = Float[Array, "layers heads"] | Float[Array, "batch layers heads"]
+from headjax.model.transformer import Params, cast_params, embed_tokens, unembed
 
 
 class KVCache(NamedTuple):
@@ -51,17 +50,6 @@ class GenerateOutput(NamedTuple):
     lengths: Int[Array, " batch"]
 
 
-def _layer_gates(gates: Gates | None, batch: int, config: ModelConfig):
-    """Gates as scanned per layer: `[layers, heads]` or `[layers, batch, heads]`, or None."""
-    if gates is None:
-        return None
-    if gates.shape not in {(config.num_layers, config.num_heads),
-                           (batch, config.num_layers, config.num_heads)}:
-        raise ValueError(f"gates: shape {gates.shape} is neither [layers, heads] = "
-                         f"{(config.num_layers, config.num_heads)} nor [batch, layers, heads]")
-    return gates if gates.ndim == 2 else jnp.swapaxes(gates, 0, 1)
-
-
 def _extend(params: Params, tokens: Int[Array, "batch n"], segments: Int[Array, "batch n"],
             cache: KVCache, config: ModelConfig, gates: Gates | None
             ) -> tuple[Float[Array, "batch n d_model"], KVCache]:
@@ -76,23 +64,17 @@ def _extend(params: Params, tokens: Int[Array, "batch n"], segments: Int[Array, 
     all_segments = jax.lax.dynamic_update_slice(cache.segments, segments, (0, start))
     q_slots = jnp.broadcast_to(start + jnp.arange(n, dtype=jnp.int32), (batch, n))
     k_slots = jnp.broadcast_to(jnp.arange(max_len, dtype=jnp.int32), (batch, max_len))
-    mask = attention.attention_mask(q_slots, k_slots, segments, all_segments)
-    cos, sin = rotary_tables(positions, config)
+    context = block.layer_context(config, positions, q_slots, k_slots, segments, all_segments)
 
     def layer_step(x, scanned):
-        layer, gate, cached_k, cached_v = scanned
-        h = rms_norm(x, layer["attn_norm"], config.norm_eps)
-        q, k, v = attention.project_qkv(layer, h, cos, sin, config)
-        keys = jax.lax.dynamic_update_slice(cached_k, k.astype(cached_k.dtype), (0, start, 0, 0))
-        values = jax.lax.dynamic_update_slice(cached_v, v.astype(cached_v.dtype),
-                                              (0, start, 0, 0))
-        z, _ = attention.attend(q, keys, values, mask, config)
-        x = x + attention.gated_output(layer, z, gate)
-        x = x + mlp(layer, rms_norm(x, layer["mlp_norm"], config.norm_eps), config)
-        return x, (k.astype(cached_k.dtype), v.astype(cached_v.dtype))
+        layer, gate, spec, cached_k, cached_v = scanned
+        x, out = block.decoder_block(layer, x, gate, spec, context, config,
+                                     cache=(cached_k, cached_v, start))
+        return x, (out.k, out.v)
 
-    x = embed_tokens(params, tokens)
-    scanned = (params["layers"], _layer_gates(gates, batch, config), cache.k, cache.v)
+    x = embed_tokens(params, tokens, config)
+    scanned = (params["layers"], block.layer_gates(gates, batch, config), block.layer_spec(config),
+               cache.k, cache.v)
     x, (new_k, new_v) = jax.lax.scan(layer_step, x, scanned)
     cache = KVCache(
         k=jax.lax.dynamic_update_slice(cache.k, new_k, (0, 0, start, 0, 0)),

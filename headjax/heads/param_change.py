@@ -29,7 +29,7 @@ from jaxtyping import Array, Bool, Float
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, param_shapes
 
-MLP_KEYS = ("mlp_norm", "gate_proj", "up_proj", "down_proj")
+MLP_KEYS = ("mlp_norm", "gate_proj", "up_proj", "down_proj", "post_mlp_norm")
 
 
 class HeadChange(NamedTuple):
@@ -136,8 +136,9 @@ def head_parameter_mask(config: ModelConfig, heads: Bool[Array, "layers heads"],
     For each selected head (l, h): q_proj[l, :, h, :], q_bias[l, h], o_proj[l, h, :, :]; with
     `include_kv` also its group's k_proj/v_proj[l, :, g, :] and k/v_bias[l, g] (g = h //
     group_size, shared with the group's other query heads); with `include_mlp` the whole MLP
-    (mlp_norm, gate/up/down_proj) of every layer holding a selected head. Everything else
-    (embeddings, norms, lm_head, other heads) is 0. Multiply it into updates for head-targeted SFT.
+    (mlp_norm, gate/up/down_proj, post_mlp_norm with sandwich norms) of every layer holding a
+    selected head. Everything else (embeddings, other norms, lm_head, other heads) is 0. Multiply
+    it into updates for head-targeted SFT.
     """
     heads = np.asarray(heads, bool)
     shape = (config.num_layers, config.num_heads)
@@ -153,7 +154,7 @@ def head_parameter_mask(config: ModelConfig, heads: Bool[Array, "layers heads"],
         slot_masks.update(k_proj=groups[:, None, :, None], v_proj=groups[:, None, :, None],
                           k_bias=groups[:, :, None], v_bias=groups[:, :, None])
     if include_mlp:
-        slot_masks.update({name: layer_on.reshape(-1, *([1] * (2 if name != "mlp_norm" else 1)))
+        slot_masks.update({name: layer_on.reshape(-1, *([1] * (1 if name.endswith("norm") else 2)))
                            for name in MLP_KEYS})
 
     def build(path, shape):

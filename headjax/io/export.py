@@ -1,13 +1,14 @@
 """Export params + config (+ tokenizer) to a Hugging Face checkpoint directory.
 
-The directory holds `config.json` written by transformers' own `LlamaConfig` / `Qwen2Config` /
-`MistralConfig`, `model.safetensors` in torch layout, `generation_config.json` and, with a
-tokenizer, `tokenizer.json` + `tokenizer_config.json`; `AutoModelForCausalLM.from_pretrained`
-loads it with the same logits.
+The directory holds `config.json` written by transformers' own config class of the family
+(`FAMILIES`: Llama, Qwen2, Mistral, Qwen3, Gemma 2, Gemma 3 text), `model.safetensors` in torch
+layout, `generation_config.json` and, with a tokenizer, `tokenizer.json` +
+`tokenizer_config.json`; `AutoModelForCausalLM.from_pretrained` loads it with the same logits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -15,57 +16,106 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from headjax.io import layout
+from headjax.io.hf_config import ARCHITECTURES, config_from_hf
 from headjax.io.tokenizer import TextTokenizer
-from headjax.model.config import ModelConfig
+from headjax.model.config import ModelConfig, RopeScaling
 from headjax.model.transformer import Params
 
 TO_HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh",
                     "relu": "relu"}
+# --architecture name -> (transformers config class name, model type)
+FAMILIES = {"llama": ("LlamaConfig", "llama"), "qwen2": ("Qwen2Config", "qwen2"),
+            "mistral": ("MistralConfig", "mistral"), "qwen3": ("Qwen3Config", "qwen3"),
+            "gemma2": ("Gemma2Config", "gemma2"), "gemma3": ("Gemma3TextConfig", "gemma3_text")}
+# Fields that only say how headjax computes, not what: Hugging Face has no place for them.
+EXECUTION_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl")
 
 
 def default_architecture(config: ModelConfig) -> str:
-    """"qwen2" for q/k/v biases, else "llama"."""
-    return "qwen2" if config.qkv_bias else "llama"
+    """The family whose Hugging Face config represents `config`'s features."""
+    if config.sandwich_norms:
+        return "gemma3" if config.qk_norm else "gemma2"
+    if config.qk_norm:
+        return "qwen3"
+    if config.qkv_bias:
+        return "qwen2"
+    return "mistral" if config.sliding_window is not None else "llama"
+
+
+def _rope_parameters(theta: float, scaling: RopeScaling) -> dict:
+    rope = {"rope_type": scaling.kind or "default", "rope_theta": theta}
+    if scaling.kind == "linear":
+        rope["factor"] = scaling.factor
+    elif scaling.kind == "llama3":
+        rope.update(factor=scaling.factor, low_freq_factor=scaling.low_freq_factor,
+                    high_freq_factor=scaling.high_freq_factor,
+                    original_max_position_embeddings=scaling.original_max_position_embeddings)
+    return rope
+
+
+def _family_values(config: ModelConfig, architecture: str) -> dict:
+    """The family-specific config.json attributes (windows, norms, caps, RoPE)."""
+    gemma = architecture.startswith("gemma")
+    layer_types = ["sliding_attention" if local else "full_attention"
+                   for local in config.local_layers or [False] * config.num_layers]
+    values = {"hidden_activation" if gemma else "hidden_act": TO_HF_ACTIVATION[config.activation],
+              "rope_parameters": _rope_parameters(config.rope_theta, config.rope_scaling)}
+    if architecture != "qwen2":
+        values["head_dim"] = config.head_dim
+    if architecture == "mistral":
+        values["sliding_window"] = config.sliding_window
+    elif architecture in ("qwen2", "qwen3"):
+        values.update(use_sliding_window=config.sliding_window is not None,
+                      sliding_window=config.sliding_window, layer_types=layer_types,
+                      max_window_layers=config.num_layers)
+    elif gemma:
+        scalar = config.query_pre_attn_scalar or config.head_dim
+        values.update(sliding_window=config.sliding_window or config.max_position_embeddings,
+                      layer_types=layer_types,
+                      query_pre_attn_scalar=int(scalar) if scalar == int(scalar) else scalar,
+                      attn_logit_softcapping=config.attn_logit_softcap,
+                      final_logit_softcapping=config.final_logit_softcap)
+    if architecture == "gemma3":
+        local_theta = config.rope_local_theta or config.rope_theta
+        values["rope_parameters"] = {
+            "full_attention": values["rope_parameters"],
+            "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}}
+    return values
 
 
 def hf_config(config: ModelConfig, architecture: str, tokenizer: TextTokenizer | None = None):
-    """The transformers config object (`LlamaConfig`, `Qwen2Config` or `MistralConfig`)."""
+    """The transformers config object of `architecture` (see `FAMILIES`) for `config`.
+
+    Raises ValueError naming the first field the family cannot represent: the config is read
+    back with headjax's own importer and must come back unchanged.
+    """
     import transformers
 
-    classes = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-               "mistral": transformers.MistralConfig}
-    if architecture not in classes:
-        raise ValueError(f"export: architecture {architecture!r} not in {sorted(classes)}")
-    if config.qkv_bias != (architecture == "qwen2"):
-        raise ValueError(f"export: qkv_bias={config.qkv_bias} cannot be written as {architecture}"
-                         " (only qwen2 has q/k/v biases)")
+    if architecture not in FAMILIES:
+        raise ValueError(f"export: architecture {architecture!r} not in {sorted(FAMILIES)}")
+    class_name, model_type = FAMILIES[architecture]
     if architecture == "qwen2" and config.head_dim * config.num_heads != config.d_model:
         raise ValueError("export: qwen2 needs head_dim * num_heads == d_model")
-    rope = {"rope_type": config.rope_scaling.kind or "default", "rope_theta": config.rope_theta}
-    if config.rope_scaling.kind == "linear":
-        rope["factor"] = config.rope_scaling.factor
-    elif config.rope_scaling.kind == "llama3":
-        s = config.rope_scaling
-        rope.update(factor=s.factor, low_freq_factor=s.low_freq_factor,
-                    high_freq_factor=s.high_freq_factor,
-                    original_max_position_embeddings=s.original_max_position_embeddings)
     values = dict(
         vocab_size=config.vocab_size, hidden_size=config.d_model,
         intermediate_size=config.ffn_dim, num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
-        hidden_act=TO_HF_ACTIVATION[config.activation], rms_norm_eps=config.norm_eps,
-        max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=config.tie_embeddings, rope_parameters=rope,
-        architectures=[{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                        "mistral": "MistralForCausalLM"}[architecture]])
-    if architecture != "qwen2":
-        values["head_dim"] = config.head_dim
-    if architecture == "mistral":
-        values["sliding_window"] = None
+        rms_norm_eps=config.norm_eps, max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=config.tie_embeddings,
+        architectures=[ARCHITECTURES[model_type]], **_family_values(config, architecture))
     if tokenizer is not None:
         values.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id)
-    return classes[architecture](**values)
+    hf = getattr(transformers, class_name)(**values)
+    same_execution = {name: getattr(config, name) for name in EXECUTION_FIELDS}
+    reread = config_from_hf(hf.to_dict(), source=f"{architecture} config").replace(
+        **same_execution)
+    for field in dataclasses.fields(ModelConfig):
+        ours, theirs = getattr(config, field.name), getattr(reread, field.name)
+        if ours != theirs:
+            raise ValueError(f"export: {field.name}={ours!r} cannot be written as {architecture}"
+                             f" (it would load as {theirs!r}; --architecture picks the family)")
+    return hf
 
 
 def export_hf(path: str, params: Params, config: ModelConfig,

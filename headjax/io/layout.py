@@ -9,7 +9,10 @@ One `Rule` per weight says where a checkpoint tensor lives in the canonical tree
     norms, embeddings, biases                ->  reshaped only                (in_dims=None)
 
 Names are given twice: Hugging Face (`model.layers.{i}.self_attn.q_proj.weight`) and GGUF
-(`blk.{i}.attn_q.weight`). Per-layer tensors are stacked on a leading `layers` axis.
+(`blk.{i}.attn_q.weight`). Per-layer tensors are stacked on a leading `layers` axis. With
+sandwich norms (Gemma) Hugging Face's `post_attention_layernorm` is the norm on the attention
+output (`post_attn_norm`) and `pre_feedforward_layernorm` the pre-MLP one (`mlp_norm`); without,
+`post_attention_layernorm` is the pre-MLP norm (Llama).
 """
 
 from __future__ import annotations
@@ -70,11 +73,21 @@ LAYER_RULES = (
     Rule("v_bias", "model.layers.{i}.self_attn.v_proj.bias", "blk.{i}.attn_v.bias",
          flat=True),
     Rule("o_proj", "model.layers.{i}.self_attn.o_proj.weight", "blk.{i}.attn_output.weight", 2),
+    Rule("q_norm", "model.layers.{i}.self_attn.q_norm.weight", "blk.{i}.attn_q_norm.weight"),
+    Rule("k_norm", "model.layers.{i}.self_attn.k_norm.weight", "blk.{i}.attn_k_norm.weight"),
     Rule("mlp_norm", "model.layers.{i}.post_attention_layernorm.weight",
          "blk.{i}.ffn_norm.weight"),
     Rule("gate_proj", "model.layers.{i}.mlp.gate_proj.weight", "blk.{i}.ffn_gate.weight", 1),
     Rule("up_proj", "model.layers.{i}.mlp.up_proj.weight", "blk.{i}.ffn_up.weight", 1),
     Rule("down_proj", "model.layers.{i}.mlp.down_proj.weight", "blk.{i}.ffn_down.weight", 1),
+)
+SANDWICH_RULES = (
+    Rule("post_attn_norm", "model.layers.{i}.post_attention_layernorm.weight",
+         "blk.{i}.post_attention_norm.weight"),
+    Rule("mlp_norm", "model.layers.{i}.pre_feedforward_layernorm.weight",
+         "blk.{i}.ffn_norm.weight"),
+    Rule("post_mlp_norm", "model.layers.{i}.post_feedforward_layernorm.weight",
+         "blk.{i}.post_ffw_norm.weight"),
 )
 TOP_RULES = (
     Rule("embed", "model.embed_tokens.weight", "token_embd.weight"),
@@ -89,11 +102,21 @@ def checkpoint_name(rule: Rule, naming: str, layer: int | None = None) -> str:
     return template.format(i=layer)
 
 
+def layer_rules(config: ModelConfig) -> tuple[Rule, ...]:
+    """The per-layer rules of `config`'s params (sandwich-norm names when it has them)."""
+    keys = param_shapes(config)["layers"]
+    if not config.sandwich_norms:
+        return tuple(r for r in LAYER_RULES if r.key in keys)
+    sandwich = {r.key: r for r in SANDWICH_RULES}
+    rules = [sandwich.pop(r.key, r) for r in LAYER_RULES if r.key in keys]
+    return tuple(rules) + tuple(sandwich.values())
+
+
 def expected_names(config: ModelConfig, naming: str) -> list[str]:
     """Every tensor name a checkpoint of `config` holds, in table order."""
     shapes = param_shapes(config)
     names = [checkpoint_name(r, naming, i) for i in range(config.num_layers)
-             for r in LAYER_RULES if r.key in shapes["layers"]]
+             for r in layer_rules(config)]
     return names + [checkpoint_name(r, naming) for r in TOP_RULES if r.key in shapes]
 
 
@@ -116,7 +139,7 @@ def to_canonical(read: Callable[[str, Rule], np.ndarray], config: ModelConfig, n
 
     layers = {r.key: np.stack([convert(r, shapes["layers"][r.key][1:], i)
                                for i in range(config.num_layers)])
-              for r in LAYER_RULES if r.key in shapes["layers"]}
+              for r in layer_rules(config)}
     params = {r.key: convert(r, shapes[r.key], None) for r in TOP_RULES if r.key in shapes}
     params["layers"] = layers
     return params
@@ -127,10 +150,8 @@ def to_checkpoint(params: dict, config: ModelConfig, naming: str) -> dict[str, n
     shapes = param_shapes(config)
     out = {}
     for i in range(config.num_layers):
-        for r in LAYER_RULES:
-            if r.key in shapes["layers"]:
-                out[checkpoint_name(r, naming, i)] = r.to_torch(
-                    np.asarray(params["layers"][r.key][i]))
+        for r in layer_rules(config):
+            out[checkpoint_name(r, naming, i)] = r.to_torch(np.asarray(params["layers"][r.key][i]))
     for r in TOP_RULES:
         if r.key in shapes:
             out[checkpoint_name(r, naming)] = r.to_torch(np.asarray(params[r.key]))

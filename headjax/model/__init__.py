@@ -1,4 +1,4 @@
-"""Pure-function Llama-family transformer with per-head gates."""
+"""Pure-function decoder-only transformer with per-head gates (Llama, Qwen, Mistral, Gemma)."""
 
 from headjax.model.config import ModelConfig, RopeScaling, tiny_config
 from headjax.model.loss import batch_token_losses, loss, per_sample_loss, token_losses

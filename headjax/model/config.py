@@ -52,7 +52,31 @@ class ModelConfig:
       scan_layers: run the stacked layers with `jax.lax.scan` (fast compile) instead of unrolling.
       remat: rematerialise each layer in the backward pass ("none", "full", "dots").
       attention_impl: "xla" (einsum, can return probabilities) or "fused"
-        (`jax.nn.dot_product_attention`, never materialises probabilities outside the kernel).
+        (`jax.nn.dot_product_attention`, never materialises probabilities outside the kernel;
+        with `attn_logit_softcap`, which that kernel lacks, the einsum path runs instead).
+
+    Family features (each off by default; see docs/method.md for which family uses which):
+      qk_norm: per-head RMSNorm on q and k (params `q_norm`, `k_norm` `[layers, head_dim]`),
+        after the projections and before RoPE (Qwen3, Gemma 3).
+      norm_plus_one: every RMSNorm scales by (1 + weight), computed in >= f32 before casting
+        back (Gemma); weights are stored as Hugging Face stores them (0 = identity).
+      sandwich_norms: extra RMSNorms on the attention output and on the MLP output before each
+        residual add (params `post_attn_norm`, `post_mlp_norm` `[layers, d_model]`; `mlp_norm`
+        is then Gemma's pre-feed-forward norm) (Gemma 2/3).
+      scale_embeddings: token embeddings are multiplied by sqrt(d_model), the factor cast to the
+        compute dtype first (Gemma).
+      query_pre_attn_scalar: attention logits are scaled by query_pre_attn_scalar ** -0.5
+        instead of head_dim ** -0.5 (Gemma); None for head_dim.
+      attn_logit_softcap: attention logits (after scaling, before the mask) become
+        cap * tanh(logits / cap) (Gemma 2); None for off.
+      final_logit_softcap: output logits become cap * tanh(logits / cap) (Gemma 2); None for off.
+      sliding_window: in local layers query slot i attends only key slots j with
+        i - sliding_window < j <= i (as Hugging Face's `sliding_window`); None for no window.
+      local_layers: one bool per layer, True for a local (sliding-window) layer; required (and
+        only allowed) with `sliding_window`, e.g. all True for Mistral, Gemma 2's alternation,
+        Gemma 3's five local layers per global one.
+      rope_local_theta: RoPE base of the local layers, which then also skip `rope_scaling`
+        (Gemma 3's `rope_local_base_freq`); None: local layers use the global RoPE table.
     """
 
     vocab_size: int
@@ -74,6 +98,16 @@ class ModelConfig:
     scan_layers: bool = True
     remat: str = "none"
     attention_impl: str = "xla"
+    qk_norm: bool = False
+    norm_plus_one: bool = False
+    sandwich_norms: bool = False
+    scale_embeddings: bool = False
+    query_pre_attn_scalar: float | None = None
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    sliding_window: int | None = None
+    local_layers: tuple[bool, ...] = ()
+    rope_local_theta: float | None = None
 
     def __post_init__(self) -> None:
         def fail(field: str, why: str) -> None:
@@ -100,6 +134,20 @@ class ModelConfig:
             fail("remat", f"{self.remat!r} not in ('none', 'full', 'dots')")
         if self.attention_impl not in ("xla", "fused"):
             fail("attention_impl", f"{self.attention_impl!r} not in ('xla', 'fused')")
+        for field in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap",
+                      "rope_local_theta"):
+            value = getattr(self, field)
+            if value is not None and not value > 0:
+                fail(field, f"must be None or > 0, got {value!r}")
+        object.__setattr__(self, "local_layers", tuple(bool(b) for b in self.local_layers))
+        if self.sliding_window is None:
+            if self.local_layers:
+                fail("local_layers", "local layers need a sliding_window")
+        elif not isinstance(self.sliding_window, int) or self.sliding_window <= 0:
+            fail("sliding_window", f"must be None or a positive int, got {self.sliding_window!r}")
+        elif len(self.local_layers) != self.num_layers:
+            fail("local_layers", f"needs one bool per layer ({self.num_layers}), got "
+                                 f"{len(self.local_layers)}")
 
     @property
     def group_size(self) -> int:
@@ -118,6 +166,7 @@ class ModelConfig:
         if self.qkv_bias:
             attn += h * hd + 2 * kv * hd
         per_layer = attn + 3 * d * f + 2 * d
+        per_layer += 2 * hd * self.qk_norm + 2 * d * self.sandwich_norms
         head = 0 if self.tie_embeddings else v * d
         return v * d + n * per_layer + d + head
 

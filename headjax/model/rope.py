@@ -32,11 +32,17 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> np
 RotaryTable = Float[Array, "batch seq head_dim"]
 
 
-def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig
-                  ) -> tuple[RotaryTable, RotaryTable]:
-    """cos and sin tables f32[batch, seq, head_dim] for integer `positions`."""
-    inv_freq = jnp.asarray(inverse_frequencies(config.head_dim, config.rope_theta,
-                                               config.rope_scaling))
+def rotary_tables(positions: Int[Array, "batch seq"], config: ModelConfig, *,
+                  local: bool = False) -> tuple[RotaryTable, RotaryTable]:
+    """cos and sin tables f32[batch, seq, head_dim] for integer `positions`.
+
+    `local`: the table of local layers (base `config.rope_local_theta`, no scaling).
+    """
+    if local:
+        inv_freq = inverse_frequencies(config.head_dim, config.rope_local_theta, RopeScaling())
+    else:
+        inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    inv_freq = jnp.asarray(inv_freq)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
     angles = angles.astype(jnp.promote_types(config.dtype, jnp.float32))
     angles = jnp.concatenate([angles, angles], axis=-1)

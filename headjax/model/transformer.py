@@ -15,7 +15,9 @@ Canonical parameter tree (layers stacked on a leading `layers` axis, see `param_
     final_norm   [d_model]
     lm_head      [d_model, vocab]          (absent when embeddings are tied)
 
-Biases exist only when `config.qkv_bias`.
+Biases exist only when `config.qkv_bias`; `layers/q_norm`, `layers/k_norm` `[layers, head_dim]`
+only with `config.qk_norm`; `layers/post_attn_norm`, `layers/post_mlp_norm` `[layers, d_model]`
+only with `config.sandwich_norms`. The block itself is `headjax.model.block.decoder_block`.
 """
 
 from __future__ import annotations
@@ -26,19 +28,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from headjax.model import attention
+from headjax.model import attention, block
 from headjax.model.config import ModelConfig
-from headjax.model.norms import rms_norm
-from headjax.model.rope import rotary_tables
 
 Params = dict
-
-_ACTIVATIONS = {
-    "silu": jax.nn.silu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
 
 
 def param_axes(config: ModelConfig) -> dict:
@@ -58,6 +51,10 @@ def param_axes(config: ModelConfig) -> dict:
         layers.update(q_bias=("layers", "heads", "head_dim"),
                       k_bias=("layers", "kv_heads", "head_dim"),
                       v_bias=("layers", "kv_heads", "head_dim"))
+    if config.qk_norm:
+        layers.update(q_norm=("layers", "head_dim"), k_norm=("layers", "head_dim"))
+    if config.sandwich_norms:
+        layers.update(post_attn_norm=("layers", "norm"), post_mlp_norm=("layers", "norm"))
     axes = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
     if not config.tie_embeddings:
         axes["lm_head"] = ("embed", "vocab")
@@ -74,7 +71,8 @@ def param_shapes(config: ModelConfig) -> dict:
 
 
 def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
-    """Random parameters: N(0, std) matrices, unit norm scales, zero biases."""
+    """Random parameters: N(0, std) matrices, identity norm scales (1, or 0 with
+    `config.norm_plus_one`), zero biases."""
     shapes = param_shapes(config)
     is_shape = lambda x: isinstance(x, tuple)
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=is_shape)
@@ -83,7 +81,7 @@ def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
 
     def make(path: str, shape: tuple, k: jax.Array) -> jax.Array:
         if "norm" in path:
-            return jnp.ones(shape, dtype)
+            return (jnp.zeros if config.norm_plus_one else jnp.ones)(shape, dtype)
         if "bias" in path:
             return jnp.zeros(shape, dtype)
         return (std * jax.random.normal(k, shape, jnp.float32)).astype(dtype)
@@ -106,41 +104,30 @@ class ForwardOutput(NamedTuple):
     head_outputs: Float[Array, "batch layers seq heads head_dim"] | None = None
 
 
-def embed_tokens(params: Params, tokens: Int[Array, "batch seq"]
+def embed_tokens(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
                  ) -> Float[Array, "batch seq d_model"]:
-    """Token embeddings (`params` already in the compute dtype, see `cast_params`)."""
-    return params["embed"][tokens]
+    """Token embeddings, times sqrt(d_model) (cast to the compute dtype first, as Hugging Face
+    does) with `config.scale_embeddings`. `params` are already in the compute dtype."""
+    x = params["embed"][tokens]
+    if config.scale_embeddings:
+        x = x * jnp.asarray(config.d_model ** 0.5, x.dtype)
+    return x
 
 
 def unembed(params: Params, x: Float[Array, "batch seq d_model"], config: ModelConfig
             ) -> Float[Array, "batch seq vocab"]:
-    """Final RMSNorm, then the (tied or untied) output projection; logits in >= float32.
+    """Final RMSNorm, the (tied or untied) output projection, and the optional final soft-cap
+    `config.final_logit_softcap`; logits in >= float32.
 
     `params` are already in the compute dtype (see `cast_params`).
     """
-    x = rms_norm(x, params["final_norm"], config.norm_eps)
+    x = block.norm(x, params["final_norm"], config)
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     if config.tie_embeddings:
-        return jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
-    return jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
-
-
-def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig
-        ) -> Float[Array, "batch seq d_model"]:
-    """Gated MLP: down(act(gate(x)) * up(x))."""
-    hidden = _ACTIVATIONS[config.activation](x @ layer["gate_proj"]) * (x @ layer["up_proj"])
-    return hidden @ layer["down_proj"]
-
-
-def decoder_layer(layer: dict, x, gate, cos, sin, mask, config: ModelConfig, *,
-                  return_attention: bool, return_head_outputs: bool):
-    """One pre-norm block on `x` `[b, s, d]`. Returns (x, (probs | None, z | None))."""
-    h = rms_norm(x, layer["attn_norm"], config.norm_eps)
-    q, k, v = attention.project_qkv(layer, h, cos, sin, config)
-    z, probs = attention.attend(q, k, v, mask, config, return_probs=return_attention)
-    x = x + attention.gated_output(layer, z, gate)
-    x = x + mlp(layer, rms_norm(x, layer["mlp_norm"], config.norm_eps), config)
-    return x, (probs, z if return_head_outputs else None)
+        logits = jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
+    else:
+        logits = jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
+    return attention.soft_cap(logits, config.final_logit_softcap)
 
 
 def cast_params(params: Params, config: ModelConfig) -> Params:
@@ -172,29 +159,23 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
         positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
     if segment_ids is None:
         segment_ids = jnp.ones((batch, seq), jnp.int32)
-    if gates is not None:
-        expected = {(config.num_layers, config.num_heads),
-                    (batch, config.num_layers, config.num_heads)}
-        if gates.shape not in expected:
-            raise ValueError(f"gates: shape {gates.shape} is neither [layers, heads] = "
-                             f"{(config.num_layers, config.num_heads)} nor [batch, layers, heads]")
-        layer_gates = gates if gates.ndim == 2 else jnp.swapaxes(gates, 0, 1)
+    per_layer_gates = block.layer_gates(gates, batch, config)
     params = cast_params(params, config)
     slots = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
-    mask = attention.attention_mask(slots, slots, segment_ids, segment_ids)
-    cos, sin = rotary_tables(positions, config)
-    x = embed_tokens(params, tokens)
+    context = block.layer_context(config, positions, slots, slots, segment_ids, segment_ids)
+    x = embed_tokens(params, tokens, config)
 
     def body(x, scanned):
-        layer, gate = scanned
-        return decoder_layer(layer, x, gate, cos, sin, mask, config,
-                             return_attention=return_attention,
-                             return_head_outputs=return_head_outputs)
+        layer, gate, spec = scanned
+        x, out = block.decoder_block(layer, x, gate, spec, context, config,
+                                     return_attention=return_attention,
+                                     return_head_outputs=return_head_outputs)
+        return x, (out.probs, out.z)
 
     if config.remat != "none":
         body = jax.checkpoint(body, policy=None if config.remat == "full"
                               else jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
-    scanned = (params["layers"], layer_gates if gates is not None else None)
+    scanned = (params["layers"], per_layer_gates, block.layer_spec(config))
     if config.scan_layers:
         x, (probs, z) = jax.lax.scan(body, x, scanned)
     else:
