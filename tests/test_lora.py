@@ -1,7 +1,8 @@
 """LoRA and head-LoRA (`headjax.lora`) on the tiny model: the merge formula against torch-layout
 matrices, training that moves only adapters with an optimizer state of their size, head-LoRA
-that leaves every other head bit-identical, sharding like the adapted weights, runs through the
-trainer (resume, guide head selection, export).
+that leaves every other head bit-identical, sharding like the adapted weights (specs, and a
+sharded step on 8 host devices equal to one device), runs through the trainer (resume, guide
+head selection, export).
 
 Bad input tried: dropout > 0, an unknown or repeated target, a zero rank, `guide.train_mlp`
 beside LoRA, a parameter mask given to a LoRA run, heads of the wrong shape.
@@ -10,6 +11,8 @@ beside LoRA, a parameter mask given to a LoRA run, heads of the wrong shape.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,7 @@ import optax
 import pytest
 from helpers_tasks import concatenated, digit_task, tiny_run_config
 from jax.sharding import AbstractMesh
+from test_parallel import WORKER, worker_env
 
 from headjax.io.layout import to_checkpoint
 from headjax.lora import (
@@ -170,6 +174,25 @@ def test_adapters_shard_like_the_weights_they_adapt(tiny):
     assert spec_of(adapter_axes(config, lora_spec(8, 8.0, ("o",)))["o_proj"]["a"]) == (
         None, "tensor", None, None)
     assert with_rank_rule(rules) == rules
+
+
+def test_sharded_lora_steps_match_single_device(tmp_path):
+    """data=2 x fsdp=2 x tensor=2 (8 host devices) equals one device after 3 LoRA steps; the
+    adapters and their AdamW moments carry the adapted weights' shardings, the base none in the
+    optimizer state."""
+    out = tmp_path / "lora.json"
+    env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    subprocess.run([sys.executable, str(WORKER), "lora_sharded", str(out)], check=True,
+                   timeout=600, env=env)
+    result = json.loads(out.read_text())
+    assert result["changed"] > 1e-3 and result["data2_fsdp2_tensor2"] < 1e-5
+    specs = result["specs"]
+    assert specs[".params.base['layers']['q_proj']"] == [None, "fsdp", "tensor", None]
+    for prefix in (".params.adapters", ".opt_state[1][0].mu", ".opt_state[1][0].nu"):
+        assert specs[f"{prefix}['q_proj']['a']"] == [None, "fsdp", None]
+        assert specs[f"{prefix}['q_proj']['b']"] == [None, None, "tensor", None]
+        assert specs[f"{prefix}['o_proj']['a']"] == [None, "tensor", None, None]
+    assert not [k for k in specs if k.startswith(".opt_state") and "embed" in k]
 
 
 def test_config_errors_name_the_key(tiny, tiny_model_dir, tmp_path):
