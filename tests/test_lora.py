@@ -23,15 +23,18 @@ from helpers_tasks import concatenated, digit_task, tiny_run_config
 from jax.sharding import AbstractMesh
 from test_parallel import WORKER, worker_env
 
+from headjax.io import load_native
 from headjax.io.layout import to_checkpoint
 from headjax.lora import (
     LoraParams,
     adapter_axes,
     adapter_shapes,
+    export_peft,
     init_adapters,
     lora_spec,
     model_params,
     peft_tensors,
+    restored_model_params,
     trainable_count,
     with_rank_rule,
 )
@@ -39,6 +42,7 @@ from headjax.model import loss as model_loss
 from headjax.model import param_axes
 from headjax.parallel import DEFAULT_RULES, logical_to_spec
 from headjax.train import create_state, make_optimizer, make_schedule, make_train_step, validate
+from headjax.train.checkpoint import restore_params
 from headjax.train.experiment import run
 from headjax.train.trainer import lora_params, train
 
@@ -279,9 +283,10 @@ def test_guided_head_lora_run_trains_and_exports_the_pattern_heads(tiny, tiny_mo
     assert heads.sum() == 2 and state.params.spec.heads == tuple(map(tuple, heads.tolist()))
     assert record["trainable_parameters"] == trainable_count(config, state.params.spec)
     assert record["total_parameters"] == config.num_params()
-    from headjax.io import load_native
-
     final, _, _ = load_native(str(tmp_path / "final_model"))
+    restored = restored_model_params(restore_params(tmp_path / "checkpoints"), c.lora.alpha)
+    for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(final), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
     q_before, q_after = np.asarray(base["layers"]["q_proj"]), np.asarray(final["layers"]["q_proj"])
     moved = np.abs(q_after - q_before).max(axis=(1, 3)) > 0
     np.testing.assert_array_equal(moved, heads)
@@ -291,7 +296,5 @@ def test_guided_head_lora_run_trains_and_exports_the_pattern_heads(tiny, tiny_mo
     assert json.loads((adapter / "adapter_config.json").read_text())["target_modules"] == [
         "o_proj", "q_proj"]
     with pytest.raises(FileExistsError, match="not empty"):
-        from headjax.lora import export_peft
-
         export_peft(str(adapter), state.params)
     assert float(optax.tree.norm(state.params.adapters)) > 0

@@ -14,6 +14,7 @@ from headjax.lora.adapters import (
     merge,
     model_params,
     params_axes,
+    restored_model_params,
     trainable,
     trainable_count,
     with_rank_rule,
@@ -24,6 +25,7 @@ from headjax.lora.export import export_merged_hf, export_peft, peft_config, peft
 __all__ = [
     "RANK_AXIS", "TARGETS", "LoraParams", "LoraSpec", "adapter_axes", "adapter_masks",
     "adapter_shapes", "delta", "export_merged_hf", "export_peft", "init_adapters", "lora_spec",
-    "merge", "model_params", "params_axes", "peft_config", "peft_tensors", "trainable",
+    "merge", "model_params", "params_axes", "peft_config", "peft_tensors",
+    "restored_model_params", "trainable",
     "trainable_count", "with_rank_rule", "with_trainable",
 ]

@@ -211,6 +211,24 @@ def model_params(params: Any) -> Params:
     return params.merged() if isinstance(params, LoraParams) else params
 
 
+def restored_model_params(tree: Any, alpha: float) -> Params:
+    """The model's params from a train-state `params` tree restored without its structure
+    (`headjax.train.checkpoint.restore_params`): a LoRA run's `{"base", "adapters"}` merged with
+    scale `alpha` / r (r and the targets read off the adapters), anything else as it is.
+
+    Head-LoRA masks are not needed here: masked entries start at zero and get zero gradients,
+    so the stored adapters are zero outside the chosen heads.
+    """
+    if not (isinstance(tree, dict) and set(tree) == {"base", "adapters"}):
+        return tree
+    names = {key: short for short, key in TARGETS.items()}
+    adapters = tree["adapters"]
+    rank = next(iter(adapters.values()))["a"].shape[-1]
+    spec = LoraSpec(rank=rank, alpha=float(alpha),
+                    targets=tuple(names[key] for key in adapters))
+    return merge(tree["base"], adapters, spec)
+
+
 def params_axes(params: Any, config: ModelConfig) -> Any:
     """Logical axis names shaped like `params` (plain params or a `LoraParams`)."""
     if isinstance(params, LoraParams):
