@@ -35,6 +35,8 @@ from headjax.model import forward, init, tiny_config  # noqa: E402
 
 ALL = ("q", "k", "v", "o", "gate", "up", "down")
 LENGTHS = (11, 7)
+forward_jit = jax.jit(forward, static_argnums=2)
+gate_gradients_jit = jax.jit(gate_gradients, static_argnums=2)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,8 @@ def _torch_logits(model, batch) -> np.ndarray:
 
 
 def _logits(params, config, batch) -> np.ndarray:
-    return np.asarray(forward(params, jnp.asarray(batch["tokens"]), config,
-                              segment_ids=jnp.asarray(batch["segment_ids"])).logits)
+    return np.asarray(forward_jit(params, jnp.asarray(batch["tokens"]), config,
+                                  segment_ids=jnp.asarray(batch["segment_ids"])).logits)
 
 
 def test_peft_folder_and_merged_checkpoint_give_headjax_logits(base, batch, tmp_path):
@@ -107,11 +109,10 @@ def test_head_scores_of_the_peft_model_equal_the_merged_models(base, batch, tmp_
     for p in model.parameters():  # peft loads for inference (frozen); Gamma needs a graph
         p.requires_grad_(True)
     reference = _torch_gamma_scores(model, batch)
-    ours = np.asarray(gate_gradients(model_params(lora), {k: jnp.asarray(v)
-                                                          for k, v in batch.items()}, config))
+    arrays = {k: jnp.asarray(v) for k, v in batch.items()}
+    ours = np.asarray(gate_gradients_jit(model_params(lora), arrays, config))
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
-    base_scores = np.asarray(gate_gradients(params, {k: jnp.asarray(v)
-                                                     for k, v in batch.items()}, config))
+    base_scores = np.asarray(gate_gradients_jit(params, arrays, config))
     assert np.abs(base_scores - reference).max() > 1e-3
 
 
