@@ -4,7 +4,8 @@
       [--checkpoint runs/smollm2_quickstart/checkpoints]
 
 Without --checkpoint the config's pretrained model is scored; with it, the newest good step of
-that checkpoint directory (its params replace the pretrained ones). Prints the accuracies as
+that checkpoint directory (its params replace the pretrained ones; a LoRA run's are merged with
+the config's `lora.alpha`). Prints the accuracies as
 JSON; the completions go to `--out`/eval/step_000000.jsonl.
 """
 
@@ -25,6 +26,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from headjax.lora import restored_model_params
     from headjax.train.checkpoint import restore_params
     from headjax.train.config import validate
 
@@ -32,7 +34,7 @@ def main(argv):
     config.run_dir = FLAGS.out
     params, model_config, tokenizer = load_model(config)
     if FLAGS.checkpoint:
-        params = restore_params(FLAGS.checkpoint)
+        params = restored_model_params(restore_params(FLAGS.checkpoint), config.lora.alpha)
     accuracy = accuracy_hook(config, model_config, tokenizer)(params, 0)
     print(json.dumps({"checkpoint": FLAGS.checkpoint or config.model.pretrained,
                       "accuracy": accuracy}, indent=2))

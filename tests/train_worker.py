@@ -4,6 +4,9 @@ before JAX starts, and a SIGKILL needs its own process).
   python tests/train_worker.py sharded OUT.json
       8 host devices: max |param difference| after 3 steps between a single-device step and the
       sharded step on data=2 x fsdp=2 x tensor=2 and on fsdp=8 (+ grad_accum=2 on the former).
+  python tests/train_worker.py lora_sharded OUT.json
+      8 host devices: the same for a LoRA state (adapters on every projection, b nonzero), plus
+      the PartitionSpecs the adapters and their optimizer state were given.
   python tests/train_worker.py multiprocess OUT.npz PORT PROCESS_ID NUM_PROCESSES
       one process of a `jax.distributed` run (1 CPU device each, mesh data=NUM_PROCESSES):
       final params after 3 steps.
@@ -64,8 +67,23 @@ def tiny_setup():
     return config, params, optimizer, schedule
 
 
-def run_steps(mesh_sizes: dict | None, grad_accum: int = 1):
-    """Params after `STEPS` steps: unsharded jit when `mesh_sizes` is None, else sharded."""
+def lora_setup(config, params):
+    """`params` as a `LoraParams` with rank-2 adapters on every projection, b ~ N(0, 0.1)."""
+    import jax
+
+    from headjax.lora import LoraParams, init_adapters, lora_spec
+
+    spec = lora_spec(2, 4.0, ("q", "k", "v", "o", "gate", "up", "down"))
+    adapters = init_adapters(jax.random.key(1), config, spec)
+    for key, ab in adapters.items():
+        ab["b"] = 0.1 * np.random.default_rng(len(key)).standard_normal(ab["b"].shape)
+    return LoraParams(params, adapters, spec)
+
+
+def run_steps(mesh_sizes: dict | None, grad_accum: int = 1, lora: bool = False,
+              specs: dict | None = None):
+    """Params after `STEPS` steps: unsharded jit when `mesh_sizes` is None, else sharded.
+    lora: train adapters (`lora_setup`); specs: filled with the state's PartitionSpecs."""
     import jax
 
     from headjax.parallel import (
@@ -78,6 +96,8 @@ def run_steps(mesh_sizes: dict | None, grad_accum: int = 1):
     from headjax.train import create_state, jit_train_step, make_train_step, sharded_state
 
     config, params, optimizer, schedule = tiny_setup()
+    if lora:
+        params = lora_setup(config, params)
     step = make_train_step(config, optimizer, schedule, grad_accum=grad_accum)
     batches = SyntheticBatches()
     if mesh_sizes is None:
@@ -91,6 +111,9 @@ def run_steps(mesh_sizes: dict | None, grad_accum: int = 1):
         put = lambda b: global_batch(b, batch_sh)  # noqa: E731
     for _ in range(STEPS):
         state, _ = fn(state, put(next(batches)))
+    if specs is not None:
+        specs.update({jax.tree_util.keystr(path): list(x.sharding.spec) for path, x in
+                      jax.tree_util.tree_flatten_with_path(state)[0] if np.ndim(x) > 0})
     return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
@@ -112,6 +135,21 @@ def sharded(out: str) -> None:
         "data2_fsdp2_tensor2_accum2": max_difference(reference, run_steps(
             {"data": 2, "fsdp": 2, "tensor": 2}, grad_accum=2)),
         "changed": max_difference(reference, tiny_setup()[1]),
+    }
+    with open(out, "w") as f:
+        json.dump(results, f)
+
+
+def lora_sharded(out: str) -> None:
+    import jax
+
+    assert jax.device_count() == 8, jax.devices()
+    reference, specs = run_steps(None, lora=True), {}
+    results = {
+        "data2_fsdp2_tensor2": max_difference(reference, run_steps(
+            {"data": 2, "fsdp": 2, "tensor": 2}, lora=True, specs=specs)),
+        "changed": max_difference(reference.adapters, lora_setup(*tiny_setup()[:2]).adapters),
+        "specs": specs,
     }
     with open(out, "w") as f:
         json.dump(results, f)
@@ -150,4 +188,5 @@ def loop(run_dir: str, steps: str, delay: str) -> None:
 
 
 if __name__ == "__main__":
-    {"sharded": sharded, "multiprocess": multiprocess, "loop": loop}[sys.argv[1]](*sys.argv[2:])
+    {"sharded": sharded, "lora_sharded": lora_sharded, "multiprocess": multiprocess,
+     "loop": loop}[sys.argv[1]](*sys.argv[2:])

@@ -49,6 +49,7 @@ from headjax.heads import (
     trajectory,
 )
 from headjax.heads.report import analyze
+from headjax.lora import model_params
 from headjax.reproduce.config import findings_tasks
 from headjax.train.experiment import probe_hook, train_batches
 from headjax.train.guide import target_examples
@@ -124,7 +125,7 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
         state = train(run, model_config=model_config, params=base_params,
                       make_batches=train_batches(run, tokenizer, target_examples(run)),
                       hooks=Hooks(probes=probe_hook(run, tokenizer)))
-        after = jax.device_get(state.params)
+        after = jax.device_get(model_params(state.params))
         steps, patterns = load_run_patterns(run.run_dir)
         arrays = {"steps": np.asarray(steps), **patterns}
         for moment, step in (("base", steps[0]), ("final", steps[-1])):

@@ -38,6 +38,7 @@ import numpy as np
 from headjax.data import example_batches, get_task, probe_batches
 from headjax.eval.accuracy import evaluate_accuracy
 from headjax.heads import activation_pattern, movement_toward, sample_weights
+from headjax.lora import model_params
 from headjax.model.loss import per_sample_loss
 from headjax.train.experiment import train_phase_fn
 from headjax.train.guide import NoPatternFitError, run_guided
@@ -175,7 +176,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                     _append(path, done[key])
                     continue
                 row = {"key": key, "budget": budget, "method": method, "seed": seed,
-                       "steps": run.train.steps, **evaluate(params=state.params),
+                       "steps": run.train.steps, **evaluate(params=model_params(state.params)),
                        "trainable_parameters": record["trainable_parameters"],
                        "total_parameters": record["total_parameters"],
                        "mixture": record.get("weights"), "counts": record.get("counts"),

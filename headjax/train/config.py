@@ -12,6 +12,7 @@ from typing import Any
 
 import ml_collections
 
+from headjax.lora import TARGETS
 from headjax.model.config import DTYPES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
@@ -109,6 +110,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.guide.head_fraction = 0.1  # of all heads, for heads = pattern | random
     c.guide.train_mlp = False  # with heads != all: also the MLPs of layers holding them
     c.guide.seed = 0  # random mixtures and random heads
+
+    c.lora = ml_collections.ConfigDict()  # adapters instead of full fine-tuning (headjax.lora)
+    c.lora.enabled = False
+    c.lora.rank = 8  # r
+    c.lora.alpha = 16.0  # scale alpha / r
+    c.lora.dropout = 0.0  # only 0: adapters are merged into the weights inside the loss
+    c.lora.targets = ("q", "k", "v", "o")  # among q, k, v, o, gate, up, down
     return c
 
 
@@ -129,7 +137,7 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "train.grad_accum", "train.log_every", "checkpoint.keep", "eval.samples",
             "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size",
             "guide.probe_samples", "guide.preliminary_samples", "guide.warm_steps",
-            "guide.head_fraction")
+            "guide.head_fraction", "lora.rank", "lora.alpha")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                 "checkpoint.every", "eval.every", "heads.every")
 
@@ -196,7 +204,23 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"config.train.grad_accum: {config.train.grad_accum} does not divide "
                          f"train.batch_size={config.train.batch_size}")
     _validate_guide(config)
+    _validate_lora(config)
     return config
+
+
+def _validate_lora(config: ml_collections.ConfigDict) -> None:
+    lora = config.lora
+    if lora.dropout != 0:
+        raise ValueError(f"config.lora.dropout: {lora.dropout} is not supported; adapters are "
+                         f"merged into the weights inside the loss, which is exact only without "
+                         f"dropout (use 0.0)")
+    unknown = [t for t in lora.targets if t not in TARGETS]
+    if not lora.targets or unknown or len(set(lora.targets)) != len(lora.targets):
+        raise ValueError(f"config.lora.targets: {tuple(lora.targets)} must name distinct "
+                         f"projections among {tuple(TARGETS)}")
+    if lora.enabled and config.guide.train_mlp:
+        raise ValueError("config.guide.train_mlp: with lora.enabled the adapted projections are "
+                         "lora.targets (add gate/up/down there)")
 
 
 def _validate_guide(config: ml_collections.ConfigDict) -> None:

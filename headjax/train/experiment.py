@@ -110,19 +110,26 @@ def probe_hook(config: ml_collections.ConfigDict, tokenizer) -> dict[str, list[d
                                 seed=config.data.seed) for task in tasks}
 
 
-def parameter_mask(config: ml_collections.ConfigDict, model_config):
-    """The head-targeted parameter mask of `train.trainable_heads`, or None (train all)."""
+def trainable_heads(config: ml_collections.ConfigDict, model_config) -> np.ndarray | None:
+    """The bool `[layers, heads]` array of `train.trainable_heads`, or None (all heads)."""
     if not config.train.trainable_heads:
         return None
-    from headjax.heads.param_change import head_parameter_mask
-
     heads = np.load(config.train.trainable_heads)
     if heads.shape != (model_config.num_layers, model_config.num_heads):
         raise ValueError(f"config.train.trainable_heads: {config.train.trainable_heads} holds "
                          f"shape {heads.shape}, expected [layers, heads] = "
                          f"{(model_config.num_layers, model_config.num_heads)}")
-    return head_parameter_mask(model_config, heads.astype(bool),
-                               include_kv=config.train.trainable_kv)
+    return heads.astype(bool)
+
+
+def parameter_mask(config: ml_collections.ConfigDict, model_config):
+    """The head-targeted parameter mask of `train.trainable_heads`, or None (train all)."""
+    heads = trainable_heads(config, model_config)
+    if heads is None:
+        return None
+    from headjax.heads.param_change import head_parameter_mask
+
+    return head_parameter_mask(model_config, heads, include_kv=config.train.trainable_kv)
 
 
 def default_hooks(config: ml_collections.ConfigDict, model_config, tokenizer) -> Hooks:
@@ -133,13 +140,13 @@ def default_hooks(config: ml_collections.ConfigDict, model_config, tokenizer) ->
 
 def train_phase_fn(model_config, tokenizer,
                    make_hooks: Callable[[ml_collections.ConfigDict], Hooks | None]):
-    """(phase config, params, examples, mask) -> TrainState: one `train` run, for
+    """(phase config, params, examples, mask, heads) -> TrainState: one `train` run, for
     `headjax.train.guide.run_guided`."""
 
-    def train_phase(phase_config, params, examples, mask) -> TrainState:
+    def train_phase(phase_config, params, examples, mask, heads=None) -> TrainState:
         return train(phase_config, model_config=model_config, params=params,
                      make_batches=train_batches(phase_config, tokenizer, examples),
-                     hooks=make_hooks(phase_config), mask=mask)
+                     hooks=make_hooks(phase_config), mask=mask, heads=heads)
 
     return train_phase
 
@@ -156,8 +163,12 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
     params, model_config, tokenizer = load_model(config)
     train_phase = train_phase_fn(model_config, tokenizer,
                                  lambda c: default_hooks(c, model_config, tokenizer))
-    state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
-                          mask=parameter_mask(config, model_config))
+    if config.lora.enabled:
+        state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+                              heads=trainable_heads(config, model_config))
+    else:
+        state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+                              mask=parameter_mask(config, model_config))
     if config.checkpoint.export_final:
         export_final(config, state, model_config, tokenizer)
     return state
@@ -166,8 +177,10 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
 def export_final(config: ml_collections.ConfigDict, state: TrainState, model_config,
                  tokenizer) -> Path | None:
     """Write the trained params as `run_dir/final_model` (a native model directory that
-    `load_pretrained` and `scripts/analyze.py --checkpoints` read); None when skipped."""
+    `load_pretrained` and `scripts/analyze.py --checkpoints` read; merged in a LoRA run, which
+    also writes its adapters as the PEFT folder `run_dir/final_adapter`); None when skipped."""
     from headjax.io.native import save_native
+    from headjax.lora import LoraParams, export_peft, model_params
 
     path = Path(config.run_dir) / "final_model"
     if jax.process_count() > 1:
@@ -176,6 +189,10 @@ def export_final(config: ml_collections.ConfigDict, state: TrainState, model_con
     if path.exists():
         log.warning("%s exists (a finished run was resumed); not overwriting it", path)
         return None
-    save_native(str(path), jax.device_get(state.params), model_config, tokenizer)
+    save_native(str(path), jax.device_get(model_params(state.params)), model_config, tokenizer)
     log.info("final model written to %s", path)
+    if isinstance(state.params, LoraParams):
+        export_peft(str(path.with_name("final_adapter")), state.params,
+                    base_model=config.model.pretrained)
+        log.info("LoRA adapters written to %s", path.with_name("final_adapter"))
     return path

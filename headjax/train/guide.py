@@ -18,6 +18,8 @@ is learned with the help of plentiful basic-task data and the activation pattern
      training samples at the model entering that phase, are updated (optimizer mask,
      `headjax.heads.head_parameter_mask`: q/o slices, the k/v group with `train.trainable_kv`,
      the layer's MLP with `guide.train_mlp`). Baseline: "random", as many heads drawn uniformly.
+     With `lora.enabled` the chosen heads get head-LoRA adapters instead (`headjax.lora`: the
+     `lora.targets` projections, restricted to those heads' slices).
 
 Patterns for (a): `guide.patterns` names an `.npz` of `[layers, heads]` arrays keyed by task
 name (e.g. the SFT-induced changes dAP of `scripts/reproduce.py`, the paper's choice); empty =
@@ -52,6 +54,7 @@ from headjax.heads.guidance import (
 )
 from headjax.heads.param_change import head_parameter_mask
 from headjax.heads.patterns import activation_pattern
+from headjax.lora import lora_spec, model_params, trainable_count
 from headjax.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -148,17 +151,31 @@ def plan_phases(config: ml_collections.ConfigDict, preliminary: list[Example]) -
     return [Phase("warm_start", warm, preliminary), Phase("target", config, own)]
 
 
-Trainer = Callable[[ml_collections.ConfigDict, Any, list[Example], Any], Any]
+Trainer = Callable[[ml_collections.ConfigDict, Any, list[Example], Any, Any], Any]
+
+
+def _trainable_parameters(config: ml_collections.ConfigDict, model_config: ModelConfig,
+                          total: int, mask: Any, heads: np.ndarray | None) -> int:
+    """Trainable parameters of a phase: the adapters' (head-LoRA budget) in a LoRA run, else
+    the mask's ones (all parameters without a mask)."""
+    if config.lora.enabled:
+        lora = config.lora
+        return trainable_count(model_config, lora_spec(lora.rank, lora.alpha, lora.targets,
+                                                       heads))
+    return total if mask is None else int(sum(np.asarray(m).sum() for m in jax.tree.leaves(mask)))
 
 
 def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelConfig, tokenizer,
-               train_phase: Trainer, *, mask: Any = None, write: bool = True
-               ) -> tuple[Any, dict]:
+               train_phase: Trainer, *, mask: Any = None, heads: np.ndarray | None = None,
+               write: bool = True) -> tuple[Any, dict]:
     """Run the phases of `config.guide` (a plain run when every option is off).
 
-    train_phase(phase config, params, examples, mask or None) -> TrainState trains one phase.
+    train_phase(phase config, params, examples, mask or None, heads or None) -> TrainState
+      trains one phase (heads: head-LoRA heads of a LoRA run).
     mask: a parameter mask for the target phase when `guide.heads` is "all" (e.g. the one of
       `train.trainable_heads`); None trains every parameter.
+    heads: the same for a LoRA run, bool `[layers, heads]` head-LoRA heads (None: every head).
+    A phase after the first starts from the previous one's model (merged, in a LoRA run).
     Returns (the last phase's TrainState, the record written to `run_dir/guide.json`: mixture
     weights and counts per basic task, the trained heads, trainable and total parameters).
     """
@@ -179,23 +196,25 @@ def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelCon
     state = None
     for phase in plan_phases(config, preliminary):
         if state is not None:
-            params = state.params
-        phase_mask = mask if phase.name == "target" else None
+            params = model_params(state.params)
+        phase_mask, phase_heads = (mask, heads) if phase.name == "target" else (None, None)
         if phase.name == "target" and g.heads != "all":
             scores = (_pattern_of(params, model_config, target_examples(config), tokenizer,
                                   config, "guide head selection") if g.heads == "pattern"
                       else np.zeros((model_config.num_layers, model_config.num_heads)))
-            heads = select_heads(g.heads, scores, g.head_fraction, jax.random.fold_in(key, 1))
-            phase_mask = head_parameter_mask(model_config, heads,
-                                             include_kv=config.train.trainable_kv,
-                                             include_mlp=g.train_mlp)
-            record["trained_heads"] = np.argwhere(heads).tolist()
-        state = train_phase(phase.config, params, phase.examples, phase_mask)
-    leaves = jax.tree.leaves(state.params)
+            phase_heads = select_heads(g.heads, scores, g.head_fraction,
+                                       jax.random.fold_in(key, 1))
+            if not config.lora.enabled:
+                phase_mask = head_parameter_mask(model_config, phase_heads,
+                                                 include_kv=config.train.trainable_kv,
+                                                 include_mlp=g.train_mlp)
+            record["trained_heads"] = np.argwhere(phase_heads).tolist()
+        state = train_phase(phase.config, params, phase.examples, phase_mask,
+                            phase_heads if config.lora.enabled else None)
+    leaves = jax.tree.leaves(model_params(state.params))
     record["total_parameters"] = int(sum(np.size(p) for p in leaves))
-    record["trainable_parameters"] = (  # of the target phase, the last one
-        record["total_parameters"] if phase_mask is None
-        else int(sum(np.asarray(m).sum() for m in jax.tree.leaves(phase_mask))))
+    record["trainable_parameters"] = _trainable_parameters(  # of the target phase, the last one
+        config, model_config, record["total_parameters"], phase_mask, phase_heads)
     if write and jax.process_index() == 0:
         path = Path(config.run_dir) / "guide.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ task is measured; every `heads.every` steps (and at step 0 and the final step) t
 pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz` (a step whose
 file exists, e.g. after a resume, is not scored again: the state at a step determines it); at
 the end `run_dir/summary.json` holds the wall time and the accuracies measured by this call. A
+LoRA run is measured on its merged weights (`headjax.lora.model_params`). A
 non-finite loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest
 checkpoint is the last good state.
 """
@@ -26,6 +27,7 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
+from headjax.lora import model_params
 from headjax.model.config import ModelConfig
 from headjax.train.checkpoint import Checkpointer
 from headjax.train.metrics import MetricsWriter
@@ -83,7 +85,7 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
                             loss_kind=config.heads.loss_kind, write=first_process)
 
     if start == 0:
-        measure(0, state.params)
+        measure(0, model_params(state.params))
     last_saved = checkpointer.steps()[-1] if checkpointer and checkpointer.steps() else None
     progress = tqdm(total=total, initial=start, desc="train", disable=not first_process,
                     dynamic_ncols=True)
@@ -109,7 +111,8 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
         if checkpointer is not None and _due(step, config.checkpoint.every, total):
             checkpointer.save(step, state, {"data": batches.state_dict(), "step": step})
             last_saved = step
-        measure(step, state.params)
+        if _due(step, config.eval.every, total) or _due(step, config.heads.every, total):
+            measure(step, model_params(state.params))
     progress.close()
     if checkpointer is not None:
         checkpointer.wait()

@@ -9,10 +9,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from headjax.lora import trainable
+
 
 @struct.dataclass
 class TrainState:
-    """step: i32[] updates applied; params; opt_state; rng: u32[2] raw PRNG key data."""
+    """step: i32[] updates applied; params (a `headjax.lora.LoraParams` in a LoRA run);
+    opt_state (of the trainable part, `headjax.lora.trainable(params)`); rng: u32[2] raw PRNG
+    key data."""
 
     step: jax.Array
     params: Any
@@ -21,7 +25,8 @@ class TrainState:
 
 
 def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-    """Step 0 state for `params` with a fresh optimizer state and an RNG from `seed`."""
+    """Step 0 state for `params` with a fresh optimizer state (of the trainable part: the
+    adapters of a `LoraParams`) and an RNG from `seed`."""
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=optimizer.init(params),
+                      opt_state=optimizer.init(trainable(params)),
                       rng=jax.random.key_data(jax.random.key(seed)))

@@ -4,6 +4,8 @@ Gradient accumulation splits the batch into `grad_accum` micro-batches (rows i, 
 so each device keeps its rows), sums their answer-token losses and gradients with `lax.scan`
 and divides by the batch's answer-token count: the result equals the full-batch step.
 Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`.
+In a LoRA run (`state.params` a `headjax.lora.LoraParams`) the gradient is taken with respect to
+the adapters only, through the merged weights W + (alpha / r) a @ b; the base stays as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from headjax.lora import model_params, trainable, with_trainable
 from headjax.model.config import ModelConfig
 from headjax.model.loss import batch_token_losses
 from headjax.train.state import TrainState
@@ -46,10 +49,12 @@ def _micro_batches(batch: dict, grad_accum: int) -> dict:
 
 
 def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
-                          grad_accum: int) -> tuple[jax.Array, Any]:
-    """(sum of answer-token losses, its gradient) over `batch`, in `grad_accum` micro-batches."""
+                          grad_accum: int, to_model: Callable[[Any], Any] | None = None
+                          ) -> tuple[jax.Array, Any]:
+    """(sum of answer-token losses, its gradient w.r.t. `params`) over `batch`, in `grad_accum`
+    micro-batches. to_model: `params` -> the model's params (default: `params` themselves)."""
     def summed(p, micro):
-        losses, _ = batch_token_losses(p, micro, config)
+        losses, _ = batch_token_losses(p if to_model is None else to_model(p), micro, config)
         return losses.sum()
 
     grad_fn = jax.value_and_grad(summed)
@@ -76,10 +81,13 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         count = jnp.maximum(answer_token_count(batch), 1.0)
-        loss_sum, grads = summed_loss_and_grads(state.params, batch, config, grad_accum)
+        train = trainable(state.params)
+        to_model = (None if train is state.params
+                    else lambda t: model_params(with_trainable(state.params, t)))
+        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum, to_model)
         grads = jax.tree.map(lambda g: g / count, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, opt_state = optimizer.update(grads, state.opt_state, train)
+        params = with_trainable(state.params, optax.apply_updates(train, updates))
         metrics = {"loss": loss_sum / count, "grad_norm": optax.tree.norm(grads),
                    "lr": jnp.asarray(schedule(state.step), jnp.float32),
                    "tokens": input_token_count(batch), "answer_tokens": answer_token_count(batch)}

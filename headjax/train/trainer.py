@@ -10,9 +10,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+from headjax.lora import (
+    LoraParams,
+    init_adapters,
+    lora_spec,
+    params_axes,
+    trainable,
+    with_rank_rule,
+)
 from headjax.model.config import ModelConfig
-from headjax.model.transformer import param_axes, param_shapes
 from headjax.parallel import (
     batch_shardings,
     global_batch,
@@ -47,31 +55,60 @@ def checkpoint_dir(config: ml_collections.ConfigDict) -> Path:
     return Path(config.checkpoint.dir or Path(config.run_dir) / "checkpoints")
 
 
+def lora_params(config: ml_collections.ConfigDict, model_config: ModelConfig, params: Any,
+                heads: np.ndarray | None = None) -> Any:
+    """`params` wrapped with fresh adapters (`train.seed`) when `lora.enabled`, else unchanged.
+
+    heads: bool `[layers, heads]` for head-LoRA (adapters on these heads only), or None.
+    """
+    if not config.lora.enabled:
+        if heads is not None:
+            raise ValueError("config.lora.enabled: head-LoRA heads given to a run without LoRA")
+        return params
+    spec = lora_spec(config.lora.rank, config.lora.alpha, config.lora.targets, heads)
+    adapters = init_adapters(jax.random.key(config.train.seed), model_config, spec)
+    return LoraParams(base=params, adapters=adapters, spec=spec)
+
+
 def sharded_state(params: Any, model_config: ModelConfig, optimizer, seed: int, mesh,
                   rules) -> tuple[TrainState, Any]:
-    """(step-0 TrainState placed on `mesh` by the logical-axis `rules`, its shardings)."""
-    params_sh = tree_shardings(param_axes(model_config), param_shapes(model_config), rules, mesh)
+    """(step-0 TrainState placed on `mesh` by the logical-axis `rules`, its shardings).
+
+    `params` are the model's params or a `headjax.lora.LoraParams` (adapters sharded like the
+    weights they adapt; the optimizer state like the trainable part).
+    """
+    shapes = jax.tree.map(lambda p: tuple(p.shape), params)
+    params_sh = tree_shardings(params_axes(params, model_config), shapes,
+                               with_rank_rule(rules), mesh)
     dtype = jnp.dtype(model_config.param_dtype)
     params = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), params_sh)
 
     def create(p):
         return create_state(p, optimizer, seed)
 
-    state_sh = like_params(jax.eval_shape(create, params), params_sh, mesh)
+    state_sh = like_params(jax.eval_shape(create, params), trainable(params_sh), mesh)
+    state_sh = state_sh.replace(params=params_sh)
     return jax.jit(create, out_shardings=state_sh)(params), state_sh
 
 
 def train(config: ml_collections.ConfigDict, *, model_config: ModelConfig, params: Any,
-          make_batches: BatchFactory, hooks: Hooks | None = None, mask: Any = None
-          ) -> TrainState:
+          make_batches: BatchFactory, hooks: Hooks | None = None, mask: Any = None,
+          heads: np.ndarray | None = None) -> TrainState:
     """Train `params` per `config` (resuming from the newest good checkpoint in the run).
 
     make_batches: iterator state dict (None = from the start) -> iterator of numpy batches in the
       batch convention, `[train.batch_size, seq]` each, with a `state_dict()` method; keys
       other than `BATCH_KEYS` (e.g. task names) are ignored.
-    mask: optional 0/1 parameter mask (see `headjax.train.optimizer.make_optimizer`).
+    mask: optional 0/1 parameter mask (see `headjax.train.optimizer.make_optimizer`); not with
+      `lora.enabled`.
+    heads: with `lora.enabled`, bool `[layers, heads]`: head-LoRA on these heads only.
+    With `lora.enabled` the state's params are a `headjax.lora.LoraParams` (the base frozen,
+    adapters from `train.seed`) and the optimizer holds the adapters' state only.
     """
     validate(config)
+    if config.lora.enabled and mask is not None:
+        raise ValueError("config.lora.enabled: a LoRA run takes its heads as head-LoRA heads, "
+                         "not as a parameter mask")
     t = config.train
     model_config = model_config_for_training(model_config, config)
     mesh = make_mesh({"data": config.mesh.data, "fsdp": config.mesh.fsdp,
@@ -80,6 +117,7 @@ def train(config: ml_collections.ConfigDict, *, model_config: ModelConfig, param
     schedule = make_schedule(t.schedule, t.lr, t.steps, t.warmup_steps, t.end_lr_fraction)
     optimizer = make_optimizer(schedule, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
                                b1=t.b1, b2=t.b2, mask=mask)
+    params = lora_params(config, model_config, params, heads)
     state, state_sh = sharded_state(params, model_config, optimizer, t.seed, mesh, rules)
     del params
 
