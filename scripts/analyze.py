@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from headjax import cli
 from headjax.data import probe_batches
 from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio
 from headjax.heads.report import analyze, load_run_patterns, write_report
@@ -74,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from headjax.io.config_json import config_from_dict, config_to_dict
+from headjax.io.output import check_output
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, param_shapes
@@ -35,11 +36,11 @@ def is_native(path: str) -> bool:
 
 
 def save_native(path: str, params: Params, config: ModelConfig,
-                tokenizer: TextTokenizer | None = None) -> None:
-    """Write a native checkpoint to the new directory `path` (atomically; it must not exist)."""
+                tokenizer: TextTokenizer | None = None, *, overwrite: bool = False) -> None:
+    """Write a native checkpoint to the directory `path` atomically: `path` must not exist or be
+    empty, unless `overwrite` (then the old directory is replaced once the new one is whole)."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        raise FileExistsError(f"{path}: already exists; choose a new directory")
+    check_output(path, overwrite=overwrite)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
@@ -51,7 +52,13 @@ def save_native(path: str, params: Params, config: ModelConfig,
             json.dump({"format": FORMAT, **config_to_dict(config)}, f, indent=2)
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer"))
-        os.rename(staging, path)
+        if os.path.isdir(path) and os.listdir(path):  # overwrite: swap, then drop the old one
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old.", dir=parent)
+            os.rename(path, old)
+            os.rename(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # a missing path or an empty directory
+            os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
