@@ -112,7 +112,7 @@ def write_report(report: dict, patterns: Mapping[str, np.ndarray], out_dir: str 
     (out / "report.json").write_text(json.dumps(report, indent=2))
     steps = report["steps"]
     final = {t: p[-1] for t, p in patterns.items()}
-    figures = {"final_patterns.png": plots.pattern_heatmaps(final)}
+    figures = {"final_patterns.png": plots.pattern_heatmaps(final, shared_scale=False)}
     for t, p in patterns.items():
         figures[f"change_{t}.png"] = plots.before_after(p[0], p[-1], title=t)
         curves = report["tasks"][t]["trajectory"]
