@@ -36,7 +36,8 @@ def chat_messages(example: Example) -> list[dict[str, str]]:
 def chat_prompt(example: Example, tokenizer) -> str:
     """The prompt text the model sees: `chat_messages(example)` plus the generation prompt of
     the tokenizer's chat template (what training conditions on and generation starts from)."""
-    return tokenizer.apply_chat_template(chat_messages(example), add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(example), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.ndarray]:
@@ -49,7 +50,7 @@ def tokenize_example(example: Example, tokenizer, max_len: int) -> dict[str, np.
     prompt_text = chat_prompt(example, tokenizer)
     full_text = tokenizer.apply_chat_template(
         [*chat_messages(example), {"role": "assistant", "content": example.answer}],
-        add_generation_prompt=False)
+        tokenize=False)
     prompt = tokenizer.encode(prompt_text, add_special_tokens=False)
     full = tokenizer.encode(full_text, add_special_tokens=False)
     if full[:len(prompt)] != prompt:
