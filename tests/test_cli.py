@@ -138,8 +138,8 @@ def test_convert_never_overwrites_unasked(tmp_path, tiny_model_dir):
     (out / "config.json").write_text('{"mine": true}')
     line = _one_error_line(_script("convert.py", f"--input={tiny_model_dir}", f"--output={out}",
                                    "--to=hf"))
-    assert line == (f"error: {out}: directory is not empty; choose a new path or pass "
-                    "--overwrite (overwrite=True) to replace its contents")
+    assert line == (f"error: {out}: already exists and is not empty; choose a new path or pass "
+                    "--overwrite (overwrite=True) to replace it")
     assert (out / "config.json").read_text() == '{"mine": true}'
     line = _one_error_line(_script("convert.py", "--input=no-such-model", f"--output={tmp_path}/x"))
     assert line.startswith("error: no-such-model: not a known model name")
@@ -152,7 +152,7 @@ def test_writers_replace_only_when_asked(tmp_path, tiny):
     out = tmp_path / "hf"
     out.mkdir()
     (out / "config.json").write_text('{"mine": true}')
-    with pytest.raises(FileExistsError, match="directory is not empty"):
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
         export_hf(str(out), params, config)
     assert (out / "config.json").read_text() == '{"mine": true}'
     export_hf(str(out), params, config, overwrite=True)
@@ -161,7 +161,7 @@ def test_writers_replace_only_when_asked(tmp_path, tiny):
     native = tmp_path / "native"
     native.mkdir()  # an empty folder is fine
     save_native(str(native), params, config)
-    with pytest.raises(FileExistsError, match="directory is not empty"):
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
         save_native(str(native), params, config)
     doubled = jax.tree.map(lambda p: 2 * p, params)
     save_native(str(native), doubled, config, overwrite=True)

@@ -13,6 +13,6 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> None:
         return
     if os.path.isdir(path) and not os.listdir(path):
         return
-    kind = "directory is not empty" if os.path.isdir(path) else "file exists"
-    raise FileExistsError(f"{path}: {kind}; choose a new path or pass --overwrite "
-                          "(overwrite=True) to replace its contents")
+    what = "already exists and is not empty" if os.path.isdir(path) else "already exists"
+    raise FileExistsError(f"{path}: {what}; choose a new path or pass --overwrite "
+                          "(overwrite=True) to replace it")
