@@ -71,7 +71,7 @@ def _config_file(tmp_path: Path, body: str, model: str) -> Path:
 
 
         def get_config():
-            c = tiny_run_config({model!r}, {str(tmp_path / 'run')!r}, ({TASK!r},))
+            c = tiny_run_config({model!r}, {str(tmp_path / 'run')!r}, ("basic_arithmetic",))
         """) + textwrap.indent(textwrap.dedent(body), "    ") + "    return c\n")
     return path
 
@@ -168,3 +168,18 @@ def test_writers_replace_only_when_asked(tmp_path, tiny):
     restored, _, _ = load_native(str(native))
     np.testing.assert_array_equal(restored["embed"], 2 * np.asarray(params["embed"]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "native"]  # no leftovers
+
+
+def test_evaluate_and_benchmark_keep_earlier_results(tmp_path, tiny_model_dir):
+    earlier = tmp_path / "evaluated" / "eval" / "step_000000.jsonl"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"task": "mine"}\n')
+    config = _config_file(tmp_path, "", str(tiny_model_dir))
+    line = _one_error_line(_script("evaluate.py", f"--config={config}",
+                                   f"--out={tmp_path / 'evaluated'}"))
+    assert line.startswith(f"error: {earlier}: already exists;")
+    results = tmp_path / "bench.json"
+    results.write_text("{}")
+    line = _one_error_line(_script("benchmark.py", f"--output={results}"))
+    assert line.startswith(f"error: {results}: already exists;")
+    assert earlier.read_text() == '{"task": "mine"}\n' and results.read_text() == "{}"
