@@ -141,8 +141,8 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 def check_ranges(config: ml_collections.ConfigDict, choices: dict[str, tuple] = CHOICES,
                  positive: tuple[str, ...] = POSITIVE, non_negative: tuple[str, ...] = NON_NEGATIVE,
                  ) -> None:
-    """Raise ValueError naming the dotted key of a value outside its choices or range. A bool
-    is no number here (ml_collections lets True into an int field)."""
+    """Raise ValueError naming the dotted key of a value outside its choices or range, and
+    TypeError for a bool in a numeric field (ml_collections lets True into an int field)."""
     for key, options in choices.items():
         if _get(config, key) not in options:
             raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(options)}")
