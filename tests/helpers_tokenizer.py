@@ -62,9 +62,11 @@ class MiniTokenizer:
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        return jinja2.Template(self.chat_template).render(
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False,
+                            tokenize: bool = True):
+        text = jinja2.Template(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt)
+        return {"input_ids": self.encode(text)} if tokenize else text
 
 
 def wrap(tokenizer: Tokenizer, chat_template: str):

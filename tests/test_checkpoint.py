@@ -87,26 +87,56 @@ def _shardings(tree):
     return jax.tree.map(lambda _: device, tree)
 
 
+def _truncate_arrays(step_dir):
+    """Cut every array data file of a saved step in half (the metadata stays readable)."""
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _one_warning_line(caplog, step: int) -> str:
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage()[:200] for r in warnings]
+    line = warnings[0].getMessage()
+    assert "\n" not in line and len(line) < 400, line
+    assert f"checkpoint step {step}" in line and "unreadable" in line
+    return line
+
+
 def test_corrupt_latest_step_falls_back_with_warning(tmp_path, small_state, caplog):
     ckpt = Checkpointer(tmp_path, keep=3, async_save=False)
     bumped = small_state.replace(step=small_state.step + 7)
     ckpt.save(1, small_state, {"data": {"index": 1}})
     ckpt.save(2, bumped, {"data": {"index": 2}})
-    for path in (tmp_path / "2" / "state").rglob("*"):
-        if path.is_file():
-            path.write_bytes(b"\x00garbage")
+    _truncate_arrays(tmp_path / "2")
     (tmp_path / "3.orbax-checkpoint-tmp-123").mkdir()  # an interrupted save's leftovers
     with caplog.at_level(logging.WARNING):
         step, state, extra = ckpt.restore_latest(abstract_tree(small_state,
                                                                _shardings(small_state)))
     assert step == 1 and extra == {"data": {"index": 1}} and int(state.step) == 0
-    assert "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
+    assert "quarantine" in _one_warning_line(caplog, 2)
     assert not (tmp_path / "2").exists() and list((tmp_path / "quarantine").iterdir())
     ckpt.save(2, bumped, {"data": {"index": 2}})  # the step number is free again
     assert ckpt.steps() == [1, 2]
     ckpt.close()
     with pytest.raises(ValueError, match="checkpoint.keep"):
         Checkpointer(tmp_path, keep=0)
+
+
+def test_restore_params_skips_a_corrupt_step(tmp_path, small_state, caplog):
+    ckpt = Checkpointer(tmp_path, keep=3, async_save=False)
+    ckpt.save(1, small_state, {"data": {}})
+    bumped = small_state.replace(params=jax.tree.map(lambda p: p + 1, small_state.params))
+    ckpt.save(2, bumped, {"data": {}})
+    ckpt.close()
+    _truncate_arrays(tmp_path / "2")
+    with caplog.at_level(logging.WARNING):
+        params = restore_params(tmp_path)
+    _one_warning_line(caplog, 2)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(small_state.params),
+                         strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert (tmp_path / "2").exists()  # reading params leaves the run's directory as it was
 
 
 def test_restore_into_target_shardings(tmp_path, small_state):

@@ -1,7 +1,8 @@
 """Every file in configs/ loads and validates; bad configs fail naming the key.
 
-Bad inputs tried: an unknown top-level key, an unknown nested key, a string where an int is
-expected, a bool where an int is expected, a schedule outside the choices, a negative learning
+The schema locks itself: an unknown top-level or nested key and a string where an int is expected
+are refused by ml_collections when assigned (run and reproduction configs alike). `validate`
+refuses a bool where an int is expected, a schedule outside the choices, a negative learning
 rate, mixture weights not matching the tasks, warmup longer than the run, grad_accum not dividing
 the batch, an empty task list.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from headjax.reproduce.config import validate_reproduce
+from headjax.reproduce.config import default_reproduce_config, validate_reproduce
 from headjax.train import default_config, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -50,10 +51,25 @@ def _set(config, dotted, value):
         config[leaf] = value
 
 
+@pytest.mark.parametrize("make", [default_config, default_reproduce_config])
 @pytest.mark.parametrize("key, value, error, message", [
-    ("learning_rate", 1e-3, ValueError, r"config.learning_rate: unknown key"),
-    ("train.stepz", 3, ValueError, r"config.train.stepz: unknown key"),
-    ("train.steps", "100", TypeError, r"config.train.steps: expected int, got str"),
+    ("learning_rate", 1e-3, AttributeError, r'Key "learning_rate" does not exist'),
+    ("train.stepz", 3, AttributeError, r'Key "stepz" does not exist.*Did you mean "steps"'),
+    ("train.steps", "100", TypeError, r"field 'steps'.*original type <class 'str'>"),
+    ("model.scan_layers", "yes", TypeError, r"cannot be casted to type <class 'bool'>"),
+])
+def test_schema_locks_itself(make, key, value, error, message):
+    config = make()
+    if "base" in config:  # a reproduction config: its run config is `base`
+        config = config.base
+    *parents, leaf = key.split(".")
+    for part in parents:
+        config = config[part]
+    with pytest.raises(error, match=message):
+        setattr(config, leaf, value)
+
+
+@pytest.mark.parametrize("key, value, error, message", [
     ("train.batch_size", True, TypeError, r"config.train.batch_size: expected int, got bool"),
     ("train.schedule", "step", ValueError, r"config.train.schedule: 'step' not in"),
     ("train.lr", -1.0, ValueError, r"config.train.lr: must be > 0"),

@@ -49,7 +49,7 @@ def smollm2():
 @pytest.fixture(scope="module")
 def prompt_ids(smollm2):
     _, _, tokenizer, _, hf_tokenizer = smollm2
-    text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     assert text == hf_tokenizer.apply_chat_template(MESSAGES, tokenize=False,
                                                     add_generation_prompt=True)
     ids = tokenizer.encode(text)

@@ -218,6 +218,10 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     run.train.steps = 8  # resume from step 6: no second step-0 measurement
     state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)
     assert int(state.step) == 8 and evaluated == [0, 4, 6, 8]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == 6  # the accuracies measured before the resume are kept
+    assert summary["accuracy"] == {"0": {"syn": 0.25}, "4": {"syn": 0.5}, "6": {"syn": 0.75},
+                                   "8": {"syn": 1.0}}
     assert (tmp_path / "patterns" / "step_000008.npz").exists()
 
 

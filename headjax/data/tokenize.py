@@ -42,12 +42,14 @@ def chat_messages(example: Example) -> list[dict[str, str]]:
 def chat_prompt(example: Example, tokenizer) -> str:
     """The prompt text the model sees: `chat_messages(example)` plus the generation prompt of
     the tokenizer's chat template (what training conditions on and generation starts from)."""
-    return tokenizer.apply_chat_template(chat_messages(example), add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(example), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def _encode(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool
             ) -> tuple[str, list[int]]:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                         tokenize=False)
     return text, tokenizer.encode(text, add_special_tokens=False)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+MAX_STEP_TICKS = 10
+
 
 def _heatmap(ax, pattern, title, **imshow):
     image = ax.imshow(np.asarray(pattern), aspect="auto", origin="lower", **imshow)
@@ -26,7 +28,9 @@ def pattern_heatmaps(patterns: Mapping[str, np.ndarray], *, shared_scale: bool =
                      cmap: str = "viridis", label: str = "activation",
                      symmetric: bool = False) -> Figure:
     """One layer x head heatmap per task; one colour scale across tasks when `shared_scale`,
-    centred on 0 (-max|x| .. max|x|) when `symmetric` (for changes, with a diverging `cmap`)."""
+    else one per task (each with its own labelled colour bar, so a task with small scores is not
+    washed out); centred on 0 (-max|x| .. max|x|) when `symmetric` (for changes, with a
+    diverging `cmap`)."""
     names = list(patterns)
     fig = Figure(figsize=(4 * len(names), 3.5), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)
@@ -39,7 +43,7 @@ def pattern_heatmaps(patterns: Mapping[str, np.ndarray], *, shared_scale: bool =
     for ax, name, array in zip(axes[0], names, arrays, strict=True):
         image = _heatmap(ax, array, name, cmap=cmap, **scale)
         if not shared_scale:
-            fig.colorbar(image, ax=ax)
+            fig.colorbar(image, ax=ax, label=label)
     if shared_scale:
         fig.colorbar(image, ax=axes[0].tolist(), label=label)
     return fig
@@ -66,11 +70,14 @@ def before_after(before: np.ndarray, after: np.ndarray, *, title: str = "") -> F
 
 def trajectory_curves(steps: Sequence[int], curves: Mapping[str, np.ndarray], *,
                       ylabel: str = "", title: str = "") -> Figure:
-    """One line per named curve over training steps (e.g. MSE / correlation to base and final)."""
+    """One line per named curve over training steps (e.g. MSE / correlation to base and final);
+    the step axis ticks recorded steps only (at most `MAX_STEP_TICKS` of them, evenly picked)."""
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     for name, values in curves.items():
         ax.plot(steps, np.asarray(values), marker="o", label=name)
+    steps = list(steps)
+    ax.set_xticks(steps[:: -(-len(steps) // MAX_STEP_TICKS)] if steps else [])
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

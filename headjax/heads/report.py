@@ -91,7 +91,7 @@ def figures(report: dict, patterns: Mapping[str, np.ndarray]) -> dict[str, Figur
     trajectory, and the NNLS weights when the report has a combination."""
     steps = report["steps"]
     final = {t: p[-1] for t, p in patterns.items()}
-    out = {"final_patterns.png": plots.pattern_heatmaps(final)}
+    out = {"final_patterns.png": plots.pattern_heatmaps(final, shared_scale=False)}
     for t, p in patterns.items():
         out[f"change_{t}.png"] = plots.before_after(p[0], p[-1], title=t)
         curves = report["tasks"][t]["trajectory"]

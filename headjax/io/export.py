@@ -17,6 +17,7 @@ from safetensors.numpy import save_file
 
 from headjax.io import layout
 from headjax.io.hf_config import ARCHITECTURES, config_from_hf
+from headjax.io.output import check_output
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig, RopeScaling
 from headjax.model.transformer import Params
@@ -119,8 +120,11 @@ def hf_config(config: ModelConfig, architecture: str, tokenizer: TextTokenizer |
 
 
 def export_hf(path: str, params: Params, config: ModelConfig,
-              tokenizer: TextTokenizer | None = None, *, architecture: str | None = None) -> None:
-    """Write a Hugging Face checkpoint directory for `params`/`config` (and `tokenizer`)."""
+              tokenizer: TextTokenizer | None = None, *, architecture: str | None = None,
+              overwrite: bool = False) -> None:
+    """Write a Hugging Face checkpoint directory for `params`/`config` (and `tokenizer`) into
+    `path`, which must be new or empty unless `overwrite`."""
+    check_output(path, overwrite=overwrite)
     architecture = architecture or default_architecture(config)
     hf = hf_config(config, architecture, tokenizer)
     os.makedirs(path, exist_ok=True)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import orbax.checkpoint as ocp
 
 from headjax.io.config_json import config_from_dict, config_to_dict
+from headjax.io.output import staged_directory
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, param_shapes
@@ -35,15 +34,10 @@ def is_native(path: str) -> bool:
 
 
 def save_native(path: str, params: Params, config: ModelConfig,
-                tokenizer: TextTokenizer | None = None) -> None:
-    """Write a native checkpoint to the new directory `path` (atomically; it must not exist)."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        raise FileExistsError(f"{path}: already exists; choose a new directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
-    try:
+                tokenizer: TextTokenizer | None = None, *, overwrite: bool = False) -> None:
+    """Write a native checkpoint to the directory `path` atomically: `path` must not exist or be
+    empty, unless `overwrite` (then the old directory is replaced once the new one is whole)."""
+    with staged_directory(path, overwrite=overwrite) as staging:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(staging, "params"), params)
         checkpointer.wait_until_finished()
@@ -51,10 +45,6 @@ def save_native(path: str, params: Params, config: ModelConfig,
             json.dump({"format": FORMAT, **config_to_dict(config)}, f, indent=2)
         if tokenizer is not None:
             tokenizer.save(os.path.join(staging, "tokenizer"))
-        os.rename(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def load_native(path: str) -> tuple[Params, ModelConfig, TextTokenizer | None]:

@@ -41,6 +41,19 @@ def resolve(name_or_path: str) -> str:
     return registry_path(name_or_path) if name_or_path in REGISTRY else name_or_path
 
 
+def locate(name_or_path: str) -> tuple[str, str]:
+    """(format, path) of a model source: "gguf", "native" or "hf"; an unknown name or a
+    missing path raises naming it, without reading the file."""
+    path = resolve(name_or_path)
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        return "gguf", path
+    if os.path.isdir(path):
+        return ("native" if is_native(path) else "hf"), path
+    raise FileNotFoundError(
+        f"{name_or_path}: not a known model name ({sorted(REGISTRY)}), a .gguf file, or a "
+        "checkpoint directory")
+
+
 def load_pretrained(name_or_path: str, *, dtype: str = "float32"
                     ) -> tuple[Params, ModelConfig, TextTokenizer | None]:
     """(params as jax arrays in `dtype`, config, tokenizer) from `name_or_path`.
@@ -49,21 +62,17 @@ def load_pretrained(name_or_path: str, *, dtype: str = "float32"
     directory, or a Hugging Face checkpoint directory. `dtype` sets both the parameter and the
     compute dtype of the returned config. The tokenizer is None when the checkpoint has none.
     """
-    path = resolve(name_or_path)
-    if os.path.isfile(path) and path.endswith(".gguf"):
+    kind, path = locate(name_or_path)
+    if kind == "gguf":
         reader = read_gguf(path)
         params, config = load_gguf(path, dtype=dtype, reader=reader)
         tokenizer = TextTokenizer.from_gguf(path, reader=reader)
-    elif os.path.isdir(path) and is_native(path):
+    elif kind == "native":
         params, config, tokenizer = load_native(path)
         config = config.replace(dtype=dtype, param_dtype=dtype)
-    elif os.path.isdir(path):
+    else:
         params, config = load_hf(path, dtype=dtype)
         has_tokenizer = os.path.isfile(os.path.join(path, "tokenizer.json"))
         tokenizer = TextTokenizer.from_hf_dir(path) if has_tokenizer else None
-    else:
-        raise FileNotFoundError(
-            f"{name_or_path}: not a known model name ({sorted(REGISTRY)}), a .gguf file, or a "
-            "checkpoint directory")
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     return params, config, tokenizer

@@ -72,6 +72,27 @@ def _template_environment() -> jinja2.Environment:
     return env
 
 
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+def _render(template: jinja2.Template, chat: list[dict], continue_final_message: bool,
+            variables: dict) -> str:
+    """One conversation rendered; with `continue_final_message` the text is cut right after the
+    last message's content, as transformers cuts it (the content is tagged, then cut at the
+    tag)."""
+    if not continue_final_message:
+        return template.render(messages=chat, **variables)
+    if not chat or not isinstance(chat[-1].get("content"), str):
+        raise ValueError("apply_chat_template: continue_final_message needs a final message "
+                         "with text content")
+    chat = [*chat[:-1], {**chat[-1], "content": chat[-1]["content"] + _CONTINUE_TAG}]
+    text = template.render(messages=chat, **variables)
+    at = text.rfind(_CONTINUE_TAG.strip())
+    if at < 0:
+        raise ValueError("apply_chat_template: the chat template drops the final message")
+    return text[:at] if text[at:at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:at].rstrip()
+
+
 def _token_text(value) -> str | None:
     """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
     return value.get("content") if isinstance(value, dict) else value
@@ -117,15 +138,39 @@ class TextTokenizer:
         """Text of token `ids`."""
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        """`messages` ([{"role", "content"}]) rendered with the chat template, as transformers
-        renders it."""
-        if self._template is None:
+    def apply_chat_template(self, conversation: list[dict] | list[list[dict]],
+                            tools: list[dict] | None = None, documents: list[dict] | None = None,
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            continue_final_message: bool = False, tokenize: bool = True,
+                            return_dict: bool = True, **kwargs):
+        """`conversation` ([{"role", "content"}], or a list of them) in the chat template, with
+        transformers' signature and defaults: token ids in {"input_ids", "attention_mask"}
+        (`return_dict=False`: the id list; `tokenize=False`: the text). `tools`, `documents`
+        and `kwargs` are template variables; `chat_template` replaces the tokenizer's;
+        `continue_final_message` ends the text inside the last message (no end of turn), for
+        the model to continue it. A batch gives a list per output."""
+        template = (_template_environment().from_string(chat_template) if chat_template
+                    else self._template)
+        if template is None:
             raise ValueError("TextTokenizer: this tokenizer has no chat template")
-        return self._template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token,
-            pad_token=self.pad_token, unk_token=self.unk_token or "")
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("apply_chat_template: continue_final_message and "
+                             "add_generation_prompt are not compatible")
+        batched = bool(conversation) and isinstance(conversation[0], list | tuple)
+        variables = dict(bos_token=self.bos_token or "", eos_token=self.eos_token,
+                         pad_token=self.pad_token, unk_token=self.unk_token or "", tools=tools,
+                         documents=documents, add_generation_prompt=add_generation_prompt,
+                         **kwargs)
+        texts = [_render(template, list(chat), continue_final_message, variables)
+                 for chat in (conversation if batched else [conversation])]
+        if not tokenize:
+            return texts if batched else texts[0]
+        ids = [self.encode(text) for text in texts]
+        if not return_dict:
+            return ids if batched else ids[0]
+        masks = [[1] * len(i) for i in ids]
+        return ({"input_ids": ids, "attention_mask": masks} if batched
+                else {"input_ids": ids[0], "attention_mask": masks[0]})
 
     @classmethod
     def from_file(cls, tokenizer_json_path: str, chat_template: str | None = None, *,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
@@ -26,6 +24,7 @@ from safetensors.numpy import save_file
 
 from headjax.io.export import export_hf
 from headjax.io.layout import LAYER_RULES
+from headjax.io.output import staged_directory
 from headjax.lora.adapters import LoraParams, adapter_masks
 
 CONFIG_FILE = "adapter_config.json"
@@ -73,21 +72,11 @@ def export_peft(path: str, params: LoraParams, *, base_model: str = "",
       adapter belongs on); peft loads the adapter onto whatever base model it is given.
     overwrite: replace an existing non-empty `path` (otherwise a FileExistsError).
     """
-    path = os.path.abspath(path)
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)) and not overwrite:
-        raise FileExistsError(f"{path}: exists and is not empty; not overwriting it")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".adapter-", dir=os.path.dirname(path))
-    try:
+    with staged_directory(path, overwrite=overwrite) as staging:
         save_file({name: np.ascontiguousarray(t) for name, t in peft_tensors(params).items()},
                   os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"})
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(peft_config(params, base_model), f, indent=2)
-        if os.path.exists(path):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_merged_hf(path: str, params: LoraParams, config, tokenizer=None, **kwargs) -> None:

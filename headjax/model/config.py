@@ -9,6 +9,8 @@ ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 ROPE_SCALINGS = (None, "linear", "llama3")
 # float64 needs `jax_enable_x64` and exists for numerical checks (finite differences).
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLS = ("xla", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +132,10 @@ class ModelConfig:
             fail("dtype", f"unsupported compute dtype {self.dtype!r}, expected one of {DTYPES}")
         if self.param_dtype not in DTYPES:
             fail("param_dtype", f"unsupported parameter dtype {self.param_dtype!r}")
-        if self.remat not in ("none", "full", "dots"):
-            fail("remat", f"{self.remat!r} not in ('none', 'full', 'dots')")
-        if self.attention_impl not in ("xla", "fused"):
-            fail("attention_impl", f"{self.attention_impl!r} not in ('xla', 'fused')")
+        if self.remat not in REMAT_POLICIES:
+            fail("remat", f"{self.remat!r} not in {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            fail("attention_impl", f"{self.attention_impl!r} not in {ATTENTION_IMPLS}")
         for field in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap",
                       "rope_local_theta"):
             value = getattr(self, field)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from headjax.train.config import check_schema, default_config, validate
+from headjax.train.config import check_ranges, default_config, validate
 
 METHODS = ("plain", "heads_pattern", "heads_random", "warm_pattern", "warm_random",
            "joint_pattern", "joint_random")
 
 
 def default_reproduce_config() -> ml_collections.ConfigDict:
-    """Every key a reproduction config may set, with its default."""
+    """Every key a reproduction config may set, with its default; locked like
+    `default_config()`."""
     c = ml_collections.ConfigDict()
     c.out_dir = "runs/reproduce"  # run directories, findings arrays, results.jsonl
     c.doc = "docs/reproduction.md"  # the report; figures go to <doc without .md>/
@@ -43,12 +44,12 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.grid.warm_steps = 16  # steps on the preliminary set (joint adds them to the target's)
     c.grid.head_fraction = 0.1
     c.grid.eval_samples = 48
+    c.lock()
     return c
 
 
 def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if valid; raises naming the dotted key otherwise."""
-    check_schema(config.to_dict(), default_reproduce_config().to_dict())
     validate(config.base)
     unknown = sorted(set(config.grid.methods) - set(METHODS))
     if unknown:
@@ -58,12 +59,10 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
         raise ValueError("config.findings.basic: name at least one basic task")
     if len({f.target, *f.basic, *f.unrelated}) != 1 + len(f.basic) + len(f.unrelated):
         raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
-    for key in ("findings.train_samples", "findings.steps", "findings.probe_samples",
-                "findings.k", "findings.null_draws", "grid.epochs", "grid.preliminary_samples",
-                "grid.warm_steps", "grid.eval_samples"):
-        section, name = key.split(".")
-        if config[section][name] <= 0:
-            raise ValueError(f"config.{key}: must be > 0, got {config[section][name]}")
+    check_ranges(config, choices={}, non_negative=(), positive=(
+        "findings.train_samples", "findings.steps", "findings.probe_samples", "findings.k",
+        "findings.null_draws", "grid.epochs", "grid.preliminary_samples", "grid.warm_steps",
+        "grid.eval_samples"))
     if not config.grid.seeds or not config.grid.budgets or min(config.grid.budgets) <= 0:
         raise ValueError("config.grid: seeds and positive budgets are needed")
     return config

@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 def findings_run_config(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
     """The run config of task `task`'s SFT in the findings stage."""
-    c = ml_collections.ConfigDict(config.base.to_dict())
+    c = config.base.copy_and_resolve_references()  # locked like `base`
     f = config.findings
     c.run_dir = str(Path(config.out_dir) / "findings" / task)
     c.data.tasks = (task,)

@@ -60,7 +60,7 @@ def target_steps(config: ml_collections.ConfigDict, budget: int) -> int:
 def method_config(config: ml_collections.ConfigDict, budget: int, method: str, seed: int,
                   dap_path: str | Path) -> ml_collections.ConfigDict:
     """The run config of one grid cell (see the module docstring)."""
-    c = ml_collections.ConfigDict(config.base.to_dict())
+    c = config.base.copy_and_resolve_references()  # locked like `base`
     g = config.grid
     c.run_dir = str(Path(config.out_dir) / "grid" / run_key(budget, method, seed))
     c.data.tasks = (config.findings.target,)

@@ -34,6 +34,21 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     return path
 
 
+def check_inputs(config: ml_collections.ConfigDict, stages=STAGES) -> None:
+    """Raise naming the key, stage, task or file that stops a reproduction from starting, before
+    the model is loaded."""
+    from headjax.data import get_task
+    from headjax.train.experiment import check_inputs as check_run_inputs
+
+    validate_reproduce(config)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
+    check_run_inputs(config.base)
+    for task in findings_tasks(config):
+        get_task(task)
+
+
 def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
     """Run the requested `stages` in order (each resumes what an earlier call left): "findings"
     (SFT per task, patterns), "measures" (the three findings' measures -> measures.json, from the
@@ -41,10 +56,7 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
     results.jsonl). Returns the report's path when "report" ran."""
     from headjax.io.pretrained import load_pretrained
 
-    validate_reproduce(config)
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
+    check_inputs(config, stages)
     d = config.base.distributed
     maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_pretrained(config.base.model.pretrained,

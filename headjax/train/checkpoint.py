@@ -5,13 +5,15 @@ shardings from an abstract `ShapeDtypeStruct` tree) and `extra` (JSON: the batch
 `state_dict()` and anything else needed to resume exactly). Orbax writes into a temporary
 directory and renames it when complete, so an interrupted save never looks like a step. A step
 that exists but fails to restore (truncated or corrupted files) is moved to `quarantine/` with a
-logged warning, and the previous step is used.
+one-line warning naming the step and the reason, and the previous step is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -44,6 +46,31 @@ def abstract_tree(tree: Any, shardings: Any) -> Any:
                         tree, shardings)
 
 
+def failure_reason(err: BaseException, limit: int = 160) -> str:
+    """"Type: message" in one line of about `limit` characters: the message's first line without
+    the storage specs tensorstore appends, and of a long chain of "context: cause" its cause."""
+    lines = str(err).strip().splitlines() or [""]
+    message = re.sub(r"\s*\[tensorstore_spec.*$", "", lines[0])
+    if len(message) > limit:
+        message = "... " + message.rsplit(": ", 1)[-1][-limit:]
+    return f"{type(err).__name__}: {message}"
+
+
+@contextlib.contextmanager
+def _storage_logs_held_back(names: tuple[str, ...] = ("absl", "orbax", "asyncio")):
+    """Raise the storage library's loggers above ERROR for the duration (a failed restore is
+    reported once, by `restore_latest`)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 class Checkpointer:
     """Keep-N (optionally asynchronous) checkpoints of (state, extra) under `directory`."""
 
@@ -73,20 +100,25 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
         return restored["state"], dict(restored["extra"])
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict] | None:
+    def restore_latest(self, abstract_state: Any, *, quarantine: bool = True
+                       ) -> tuple[int, Any, dict] | None:
         """(step, state, extra) of the newest step that restores, or None without one.
 
-        Steps that fail to restore are quarantined with a warning, newest first.
+        Steps that fail to restore are skipped newest first, each with one warning line naming
+        the step and the reason (the storage library's own logging is held back meanwhile), and
+        moved to `quarantine/` when `quarantine`.
         """
         self.wait()
         for step in reversed(self.steps()):
             try:
-                state, extra = self.restore(step, abstract_state)
+                with _storage_logs_held_back():
+                    state, extra = self.restore(step, abstract_state)
             except Exception as err:  # noqa: BLE001 - any failure means an unusable step
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s); moving it to %s/ "
-                            "and trying the previous step", step, self.directory,
-                            type(err).__name__, err, QUARANTINE)
-                self._quarantine(step)
+                log.warning("checkpoint step %d in %s is unreadable (%s); %strying the previous "
+                            "step", step, self.directory, failure_reason(err),
+                            f"moved to {QUARANTINE}/, " if quarantine else "")
+                if quarantine:
+                    self._quarantine(step)
                 continue
             return step, state, extra
         return None
@@ -106,19 +138,13 @@ class Checkpointer:
         self._manager.close()
 
 
-
 def restore_params(directory: str | Path) -> Any:
     """The params tree of the newest good step under `directory` (on the default device)."""
     checkpointer = Checkpointer(directory, keep=1, async_save=False)
     try:
-        for step in reversed(checkpointer.steps()):
-            try:
-                state, _ = checkpointer.restore(step, None)
-            except Exception as err:  # noqa: BLE001 - any failure means an unusable step
-                log.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the "
-                            "previous one", step, directory, type(err).__name__, err)
-                continue
-            return state["params"]
+        restored = checkpointer.restore_latest(None, quarantine=False)
     finally:
         checkpointer.close()
-    raise FileNotFoundError(f"checkpoint: no readable step under {directory}")
+    if restored is None:
+        raise FileNotFoundError(f"checkpoint: no readable step under {directory}")
+    return restored[1]["params"]

@@ -1,19 +1,20 @@
 """The run configuration's schema (every section, with defaults) and its validation.
 
-`default_config()` is the schema: a config file starts from it and changes values. `validate`
-rejects unknown keys and values of the wrong type, naming the dotted key, and checks choices and
-ranges that would otherwise fail deep inside a run.
+`default_config()` is the schema: a config file starts from it and changes values. It is locked,
+so ml_collections itself rejects an unknown key (AttributeError) and a value of another type
+(TypeError), in a config file and in a `--config.section.key=value` override alike. `validate`
+adds what types cannot say: choices, ranges and rules across fields, naming the dotted key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
+from headjax.heads.scores import LOSS_KINDS
 from headjax.lora import TARGETS
-from headjax.model.config import DTYPES
+from headjax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
 from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
@@ -21,7 +22,8 @@ from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every key a run config may set, with its default."""
+    """Every key a run config may set, with its default; locked (a new section or key is one
+    more line in its section below)."""
     c = ml_collections.ConfigDict()
     c.run_dir = "runs/default"
 
@@ -117,18 +119,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.lora.alpha = 16.0  # scale alpha / r
     c.lora.dropout = 0.0  # only 0: adapters are merged into the weights inside the loss
     c.lora.targets = ("q", "k", "v", "o")  # among q, k, v, o, gate, up, down
+    c.lock()
     return c
 
 
 CHOICES = {
     "model.dtype": DTYPES,
     "model.param_dtype": DTYPES,
-    "model.remat": ("none", "full", "dots"),
-    "model.attention_impl": ("xla", "fused"),
+    "model.remat": REMAT_POLICIES,
+    "model.attention_impl": ATTENTION_IMPLS,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "distributed.mode": MODES,
-    "heads.loss_kind": ("sample_mean", "batch_mean"),
+    "heads.loss_kind": LOSS_KINDS,
     "guide.mixture": MIXTURES,
     "guide.schedule": GUIDE_SCHEDULES,
     "guide.heads": HEAD_SELECTIONS,
@@ -142,56 +145,34 @@ NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                 "checkpoint.every", "eval.every", "heads.every")
 
 
-def _type_ok(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, tuple | list):
-        return isinstance(value, tuple | list)
-    return isinstance(value, type(default))
-
-
-def check_schema(config: Mapping, schema: Mapping, prefix: str = "") -> None:
-    """Raise naming the dotted key for an unknown key, a wrong type or a missing key."""
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if key not in schema:
-            raise ValueError(f"config.{name}: unknown key (known keys here: {sorted(schema)})")
-        default = schema[key]
-        if isinstance(default, Mapping):
-            if not isinstance(value, Mapping):
-                raise TypeError(f"config.{name}: expected a section, got {type(value).__name__}")
-            check_schema(value, default, f"{name}.")
-        elif not _type_ok(value, default):
-            raise TypeError(f"config.{name}: expected {type(default).__name__}, got "
-                            f"{type(value).__name__} {value!r}")
-    missing = sorted(set(schema) - set(config))
-    if missing:
-        raise ValueError(f"config.{prefix}: missing keys {missing}")
-
-
-def _get(config: Mapping, dotted: str) -> Any:
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
     for part in dotted.split("."):
         config = config[part]
     return config
 
 
+def check_ranges(config: ml_collections.ConfigDict, choices: dict[str, tuple] = CHOICES,
+                 positive: tuple[str, ...] = POSITIVE, non_negative: tuple[str, ...] = NON_NEGATIVE,
+                 ) -> None:
+    """Raise ValueError naming the dotted key of a value outside its choices or range, and
+    TypeError for a bool in a numeric field (ml_collections lets True into an int field)."""
+    for key, options in choices.items():
+        if _get(config, key) not in options:
+            raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(options)}")
+    for key in (*positive, *non_negative):
+        value = _get(config, key)
+        if isinstance(value, bool):
+            raise TypeError(f"config.{key}: expected int, got bool {value!r}")
+        if value <= 0 if key in positive else value < 0:
+            raise ValueError(f"config.{key}: must be {'>' if key in positive else '>='} 0, "
+                             f"got {value!r}")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if it matches the schema and its values make sense; otherwise raises
-    ValueError/TypeError naming the dotted key."""
-    check_schema(config.to_dict(), default_config().to_dict(), "")
-    for key, choices in CHOICES.items():
-        if _get(config, key) not in choices:
-            raise ValueError(f"config.{key}: {_get(config, key)!r} not in {tuple(choices)}")
-    for key in POSITIVE:
-        if _get(config, key) <= 0:
-            raise ValueError(f"config.{key}: must be > 0, got {_get(config, key)!r}")
-    for key in NON_NEGATIVE:
-        if _get(config, key) < 0:
-            raise ValueError(f"config.{key}: must be >= 0, got {_get(config, key)!r}")
+    ValueError/TypeError naming the dotted key. Keys and types are `default_config()`'s lock's
+    business."""
+    check_ranges(config)
     if not config.data.tasks:
         raise ValueError("config.data.tasks: name at least one task")
     if config.data.weights and len(config.data.weights) != len(config.data.tasks):

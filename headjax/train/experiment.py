@@ -32,6 +32,33 @@ def load_model(config: ml_collections.ConfigDict):
     return load_pretrained(config.model.pretrained, dtype=config.model.param_dtype)
 
 
+def start_processes(config: ml_collections.ConfigDict) -> bool:
+    """Start multi-process JAX per the `distributed` section (before any device is used)."""
+    d = config.distributed
+    return maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
+
+
+def check_inputs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` if a run of it can start: valid values (`validate`), every task it names known
+    (data files read and checked), the model source and any input file present. Raises naming
+    the key or file, before anything heavy (the model) is loaded."""
+    from headjax.data import get_task
+    from headjax.io.pretrained import locate
+
+    validate(config)
+    register_data_sources(config)
+    tasks = (*config.data.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis)
+    for task in dict.fromkeys(tasks):
+        get_task(task)
+    locate(config.model.pretrained)
+    for key in ("train.trainable_heads", "guide.patterns"):
+        section, name = key.split(".")
+        path = config[section][name]
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"config.{key}: {path}: no such file")
+    return config
+
+
 def train_batches(config: ml_collections.ConfigDict, tokenizer, examples: Sequence[Example]
                   ) -> BatchFactory:
     """Factory of resumable training batch iterators (`headjax.data.Batcher`) over `examples`
@@ -151,16 +178,20 @@ def train_phase_fn(model_config, tokenizer,
     return train_phase
 
 
-def run(config: ml_collections.ConfigDict) -> TrainState:
-    """Validate `config`, start multi-process JAX if needed, and train with eval and probes,
-    through the phases of the `guide` section (one plain run when it is off)."""
+def run(config: ml_collections.ConfigDict, model: tuple | None = None) -> TrainState:
+    """Check `config` (`check_inputs`), start multi-process JAX if needed, and train with eval
+    and probes, through the phases of the `guide` section (one plain run when it is off).
+
+    model: (params, model config, tokenizer) of `load_model(config)` called after
+      `start_processes(config)`, or None to do both here.
+    """
     from headjax.train.guide import run_guided
 
-    validate(config)
-    register_data_sources(config)  # a bad source fails before the model loads
-    d = config.distributed
-    maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
-    params, model_config, tokenizer = load_model(config)
+    check_inputs(config)
+    if model is None:
+        start_processes(config)
+        model = load_model(config)
+    params, model_config, tokenizer = model
     train_phase = train_phase_fn(model_config, tokenizer,
                                  lambda c: default_hooks(c, model_config, tokenizer))
     if config.lora.enabled:

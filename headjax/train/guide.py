@@ -140,7 +140,7 @@ def plan_phases(config: ml_collections.ConfigDict, preliminary: list[Example]) -
         return [Phase("target", config, own)]
     if config.guide.schedule == "joint":
         return [Phase("target", config, preliminary + own)]
-    warm = ml_collections.ConfigDict(config.to_dict())
+    warm = config.copy_and_resolve_references()  # locked like `config`
     warm.run_dir = config.guide.warm_dir or str(Path(config.run_dir) / "warm_start")
     warm.checkpoint.dir = ""
     warm.checkpoint.export_final = False

@@ -6,8 +6,9 @@ steps the state and the iterator's `state_dict()` are saved; every `eval.every` 
 task is measured; every `heads.every` steps (and at step 0 and the final step) the head activation
 pattern of each probe task is written to `run_dir/patterns/step_{step:06d}.npz` (a step whose
 file exists, e.g. after a resume, is not scored again: the state at a step determines it); at
-the end `run_dir/summary.json` holds the wall time and the accuracies measured by this call. A
-LoRA run is measured on its merged weights (`headjax.lora.model_params`). A
+the end `run_dir/summary.json` holds the wall time and the accuracies of the run (those measured
+before a resume included, read back from metrics.jsonl). A LoRA run is measured on its merged
+weights (`headjax.lora.model_params`). A
 non-finite loss stops the run with `TrainingDivergedError` and saves nothing more, so the newest
 checkpoint is the last good state.
 """
@@ -35,6 +36,7 @@ from headjax.train.patterns import pattern_path, record_patterns
 from headjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
+ACCURACY_PREFIX = "eval/accuracy/"
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -71,13 +73,13 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     first_process = jax.process_index() == 0
     start = int(state.step)
     writer = MetricsWriter(run_dir, enabled=first_process, resume_step=start or None)
-    accuracies: dict[int, dict[str, float]] = {}
+    accuracies: dict[int, dict[str, float]] = writer.scalars(ACCURACY_PREFIX)
     started_run = time.perf_counter()
 
     def measure(step: int, params: Any) -> None:
         if hooks.evaluate is not None and _due(step, config.eval.every, total):
             accuracy = accuracies[step] = dict(hooks.evaluate(params, step))
-            writer.write(step, {f"eval/accuracy/{task}": acc for task, acc in accuracy.items()})
+            writer.write(step, {f"{ACCURACY_PREFIX}{task}": acc for task, acc in accuracy.items()})
             log.info("step %d accuracy %s", step, {t: round(a, 4) for t, a in accuracy.items()})
         path = pattern_path(run_dir, step)
         if hooks.probes and _due(step, config.heads.every, total) and not path.exists():
@@ -119,6 +121,6 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     writer.close()
     if first_process:
         summary = {"steps": total, "resumed_from": start, "wall_time_s": time.perf_counter()
-                   - started_run, "accuracy": {str(s): a for s, a in accuracies.items()}}
+                   - started_run, "accuracy": {str(s): a for s, a in sorted(accuracies.items())}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return state

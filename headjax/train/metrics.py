@@ -14,7 +14,7 @@ class MetricsWriter:
     (every process but the first, in a multi-process run).
 
     resume_step: when resuming, records after this step (written by the interrupted run past its
-    last checkpoint) are dropped so that every step appears once.
+    last checkpoint) are dropped so that every step appears once; the kept ones are `earlier`.
     """
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True,
@@ -22,18 +22,29 @@ class MetricsWriter:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
+        self.earlier: list[dict[str, Any]] = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records = [json.loads(line) for line in self.path.read_text().splitlines()
+                       if line.strip()]
+            self.earlier = [r for r in records if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.earlier))
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             return
         self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def scalars(self, prefix: str) -> dict[int, dict[str, Any]]:
+        """{step: {name after `prefix`: value}} of the `earlier` records' keys under `prefix`."""
+        found: dict[int, dict[str, Any]] = {}
+        for record in self.earlier:
+            for key, value in record.items():
+                if key.startswith(prefix):
+                    found.setdefault(record["step"], {})[key.removeprefix(prefix)] = value
+        return found
 
     def write(self, step: int, scalars: dict[str, Any]) -> None:
         """Record `scalars` (floats; non-finite values are written as strings) at `step`."""
