@@ -7,7 +7,9 @@ a Llama-class bf16 SFT step on an accelerator.
 
 Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.bench`. The
 `--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop);
-`--accel_*` flags resize the accelerator section's Llama-3.2-1B-shaped model.
+`--accel_*` flags resize the Llama-3.2-1B-shaped model of the accelerator and tracking sections
+(tracking: the accelerator section's pattern-tracking share alone, e.g. on a CPU with a smaller
+model).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from headjax.bench.machine import cpu_description
 from headjax.bench.paired import cpu_ratio_section
 from headjax.bench.sft import bench_config
 
-SECTIONS = ("forward", "sft", "heads", "cpu_ratio", "accelerator")
+SECTIONS = ("forward", "sft", "heads", "cpu_ratio", "tracking", "accelerator")
 DEFAULT_SECTIONS = ("forward", "sft", "heads")
 SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim")
 FLAGS = flags.FLAGS
@@ -46,8 +48,9 @@ flags.DEFINE_enum("accel_attention", "xla", accelerator.ATTENTION_IMPLS,
                   "timed with both).")
 flags.DEFINE_integer("accel_batch", 4, "accelerator: batch size.")
 flags.DEFINE_integer("accel_seq", 1024, "accelerator: sequence length.")
-flags.DEFINE_integer("tracking_steps", 50, "accelerator: SFT steps with and without patterns.")
-flags.DEFINE_integer("probe_seq", 256, "accelerator: sequence length of the probe samples.")
+flags.DEFINE_integer("tracking_steps", 50, "accelerator, tracking: SFT steps with and without "
+                     "patterns.")
+flags.DEFINE_integer("probe_seq", 256, "accelerator, tracking: sequence length of the probes.")
 flags.DEFINE_float("peak_tflops", None, "accelerator: the chip's peak TFLOP/s (default: the "
                    "table in headjax/bench/machine.py by device kind).")
 flags.DEFINE_string("output", None, "Optional JSON file for the raw results.")
@@ -108,6 +111,13 @@ def main(argv):
                                                   FLAGS.ablation_heads)
         print(f"## activation pattern, {FLAGS.head_samples} samples x {FLAGS.head_seq}\n"
               f"{report.heads_table(results['heads'])}\n", flush=True)
+    if "tracking" in FLAGS.sections:  # the accelerator section's tracking figures alone
+        config = _accelerator_config()
+        prepared = accelerator.prepare_sft(config, FLAGS.accel_batch, FLAGS.accel_seq)
+        results["tracking"] = accelerator.tracking_figures(config, prepared, FLAGS.tracking_steps,
+                                                           FLAGS.probe_seq)
+        print(f"## pattern tracking, batch {FLAGS.accel_batch} x {FLAGS.accel_seq}\n"
+              f"{report.tracking_line(results['tracking'], FLAGS.probe_seq)}\n", flush=True)
     if "accelerator" in FLAGS.sections:
         peak = None if FLAGS.peak_tflops is None else FLAGS.peak_tflops * 1e12
         results["accelerator"] = accelerator.accelerator_section(

@@ -87,10 +87,14 @@ def accelerator_table(results: dict) -> str:
     lines += ["", f"Activation pattern (`head_scores`, {results['attention_impl']} attention): "
               f"{_ms(p['pattern_s'])} vs loss forward {_ms(p['forward_s'])}: "
               f"{p['x_forward']:.2f}x a forward.", "",
-              f"Pattern tracking, {t['steps']} steps, {t['probe_samples']} probe samples of "
-              f"{results['probe_seq']} tokens every {t['every']} steps ({t['recordings']} "
-              f"recordings): {t['wall_with_s']:.1f} s with vs {t['wall_without_s']:.1f} s "
-              f"without, {_percent(t['share'])} of the run; one recording "
-              f"{_ms(t['record_s'])}, {_percent(t['steady_share'])} of the wall time at that "
-              "cadence."]
+              tracking_line(t, results["probe_seq"])]
     return "\n".join(lines)
+
+
+def tracking_line(t: dict, probe_seq: int) -> str:
+    """One sentence of `accelerator.tracking_figures`."""
+    return (f"Pattern tracking, {t['steps']} steps, {t['probe_samples']} probe samples of "
+            f"{probe_seq} tokens every {t['every']} steps ({t['recordings']} recordings): "
+            f"{t['wall_with_s']:.1f} s with vs {t['wall_without_s']:.1f} s without, "
+            f"{_percent(t['share'])} of the run; one recording {_ms(t['record_s'])}, "
+            f"{_percent(t['steady_share'])} of the wall time at that cadence.")
