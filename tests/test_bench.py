@@ -5,6 +5,10 @@ Timings here are not benchmarks; only structure and internal consistency are che
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +102,7 @@ def test_accelerator_section_end_to_end_on_cpu():
     assert set(result["sft"]) == set(accelerator.ATTENTION_IMPLS)
     tokens = 2 * 16
     for figures in result["sft"].values():
+        assert "error" not in figures
         assert figures["warm_s"] > 0 and figures["compile_s"] > 0
         assert figures["tokens_per_s"] == pytest.approx(tokens / figures["warm_s"])
         assert figures["model_flops"] == config.flops_per_token(16) * tokens
@@ -115,3 +120,15 @@ def test_accelerator_section_end_to_end_on_cpu():
     assert tracking["record_s"] > 0 and 0 < tracking["steady_share"] < 1
     table = report.accelerator_table(result)
     assert result["device_kind"] in table and "MFU" in table
+
+
+def test_benchmark_script_names_a_wrong_flag_and_exits_2():
+    root = Path(__file__).resolve().parents[1]
+    for args, flag in ((["--sections=cpu_ratio", "--pairs=3"], "--pairs"),
+                       (["--sections=forward,bogus"], "--sections"),
+                       (["--sections=accelerator", "--accel_num_kv_heads=5"], "--accel_")):
+        done = subprocess.run([sys.executable, str(root / "scripts/benchmark.py"), *args],
+                              capture_output=True, text=True, cwd=root, check=False,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+        assert done.returncode == 2, done.stderr
+        assert flag in done.stderr.strip().splitlines()[-1]

@@ -148,15 +148,20 @@ def accelerator_section(config: ModelConfig, batch_size: int, seq: int, repeats:
     """Every figure of the module docstring for `config` on `jax.devices()[0]`.
 
     peak: the chip's peak FLOP/s; None = `machine.peak_flops` of the device kind (MFU is None
-    for a chip not in the table).
+    for a chip not in the table). An attention implementation whose step fails to compile or run
+    is reported as {"error": ...} (and tracking as None when it is `config.attention_impl`'s).
     """
     device = jax.devices()[0]
     peak = peak if peak is not None else peak_flops(device.device_kind)
     sft, tracking = {}, None
     for impl in ATTENTION_IMPLS:  # one model state on the device at a time
         impl_config = config.replace(attention_impl=impl)
-        sft[impl], prepared = sft_figures(impl_config, prepare_sft(impl_config, batch_size, seq),
-                                          repeats, peak)
+        try:
+            sft[impl], prepared = sft_figures(
+                impl_config, prepare_sft(impl_config, batch_size, seq), repeats, peak)
+        except Exception as error:  # noqa: BLE001 - one failing kernel must not lose the run
+            sft[impl] = {"attention_impl": impl, "error": f"{type(error).__name__}: {error}"}
+            continue
         if impl == config.attention_impl:
             tracking = tracking_figures(impl_config, prepared, tracking_steps, probe_seq)
         del prepared

@@ -79,6 +79,9 @@ def accelerator_table(results: dict) -> str:
              "| attention | step | tokens/s | model TFLOP/step | MFU | compiled TFLOP/step | HFU "
              "| compile |", "|---|---|---|---|---|---|---|---|"]
     for impl, f in results["sft"].items():
+        if "error" in f:
+            lines.append(f"| {impl} | failed: {f['error'][:200]} |  |  |  |  |  |  |")
+            continue
         compiled = "-" if f["compiled_flops"] is None else f"{f['compiled_flops'] / 1e12:.2f}"
         lines.append(f"| {impl} | {_ms(f['warm_s'])} | {f['tokens_per_s']:,.0f} | "
                      f"{f['model_flops'] / 1e12:.2f} | {_percent(f['mfu'])} | {compiled} | "
@@ -87,7 +90,8 @@ def accelerator_table(results: dict) -> str:
     lines += ["", f"Activation pattern (`head_scores`, {results['attention_impl']} attention): "
               f"{_ms(p['pattern_s'])} vs loss forward {_ms(p['forward_s'])}: "
               f"{p['x_forward']:.2f}x a forward.", "",
-              tracking_line(t, results["probe_seq"])]
+              "Pattern tracking: not measured (the step failed)." if t is None
+              else tracking_line(t, results["probe_seq"])]
     return "\n".join(lines)
 
 
