@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -95,8 +96,10 @@ class Worker:
                 "serve(*json.loads(sys.argv[1]))")
         args = json.dumps([framework, batch_size, seq, model_overrides])
         self.framework = framework
+        # A file, not a pipe: a full pipe would block the worker. Closed by `close`.
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-c", code, args], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.ready = self._answer()
 
     def _answer(self):
@@ -104,8 +107,9 @@ class Worker:
             if line.startswith(_TAG):
                 return json.loads(line[len(_TAG):])
         self.process.wait()
+        self.stderr.seek(0)
         raise RuntimeError(f"benchmark worker {self.framework} exited with "
-                           f"{self.process.returncode}:\n{self.process.stderr.read()[-4000:]}")
+                           f"{self.process.returncode}:\n{self.stderr.read()[-4000:]}")
 
     def request(self, command: str):
         self.process.stdin.write(command + "\n")
@@ -115,6 +119,7 @@ class Worker:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
+        self.stderr.close()
 
 
 def cpu_ratio_section(batch_size: int, seq: int, pairs: int, baseline: str = "torch_sdpa",
