@@ -1,61 +1,135 @@
-"""Benchmark headjax against transformers PyTorch on SmolLM2-135M's architecture (CPU, fp32).
+"""Benchmark headjax: against transformers PyTorch on SmolLM2-135M's architecture (CPU, fp32), and
+a Llama-class bf16 SFT step on an accelerator.
 
     python scripts/benchmark.py --sections=forward,sft,heads --output=/tmp/bench.json
+    python scripts/benchmark.py --sections=cpu_ratio --pairs=7
+    python scripts/benchmark.py --sections=accelerator       # one GPU or TPU chip, < 8 minutes
 
-Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.bench`.
+Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.bench`. The
+`--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop);
+`--accel_*` flags resize the Llama-3.2-1B-shaped model of the accelerator and tracking sections
+(tracking: the accelerator section's pattern-tracking share alone, e.g. on a CPU with a smaller
+model).
 """
 
 from __future__ import annotations
 
 import json
-import platform
 
 from absl import app, flags
 
 from headjax import cli
-from headjax.bench import report, sections
+from headjax.bench import accelerator, report, sections
+from headjax.bench.machine import cpu_description
+from headjax.bench.paired import cpu_ratio_section
+from headjax.bench.sft import bench_config
 from headjax.io.output import check_output
 
-SECTIONS = ("forward", "sft", "heads")
+SECTIONS = ("forward", "sft", "heads", "cpu_ratio", "tracking", "accelerator")
+DEFAULT_SECTIONS = ("forward", "sft", "heads")
+SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim")
 FLAGS = flags.FLAGS
-flags.DEFINE_list("sections", list(SECTIONS), f"Sections to run, among {SECTIONS}.")
+flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Sections to run, among {SECTIONS}.")
 flags.DEFINE_integer("repeats", 3, "Warm (post-compile) repeats per measurement; medians.")
 flags.DEFINE_integer("batch", 8, "forward: batch size.")
 flags.DEFINE_integer("seq", 64, "forward: sequence length.")
-flags.DEFINE_integer("sft_batch", 8, "sft: batch size.")
-flags.DEFINE_integer("sft_seq", 128, "sft: sequence length.")
+flags.DEFINE_integer("sft_batch", 8, "sft, cpu_ratio: batch size.")
+flags.DEFINE_integer("sft_seq", 128, "sft, cpu_ratio: sequence length.")
+flags.DEFINE_integer("pairs", 7, "cpu_ratio: interleaved (headjax, PyTorch) step pairs, >= 5.")
 flags.DEFINE_integer("head_samples", 256, "heads: samples of the task.")
 flags.DEFINE_integer("head_batch", 16, "heads: batch size.")
 flags.DEFINE_integer("head_seq", 64, "heads: sequence length.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
+for size in SIZES:
+    flags.DEFINE_integer(f"model_{size}", None, f"sft, cpu_ratio: override SmolLM2's {size}.")
+    flags.DEFINE_integer(f"accel_{size}", None, f"accelerator: override Llama-1B's {size}.")
+flags.DEFINE_string("accel_dtype", "bfloat16", "accelerator: compute dtype.")
+flags.DEFINE_enum("accel_attention", "xla", accelerator.ATTENTION_IMPLS,
+                  "accelerator: attention of the pattern and tracking figures (the SFT step is "
+                  "timed with both).")
+flags.DEFINE_integer("accel_batch", 4, "accelerator: batch size.")
+flags.DEFINE_integer("accel_seq", 1024, "accelerator: sequence length.")
+flags.DEFINE_integer("tracking_steps", 50, "accelerator, tracking: SFT steps with and without "
+                     "patterns.")
+flags.DEFINE_integer("probe_seq", 256, "accelerator, tracking: sequence length of the probes.")
+flags.DEFINE_float("peak_tflops", None, "accelerator: the chip's peak TFLOP/s (default: the "
+                   "table in headjax/bench/machine.py by device kind).")
 flags.DEFINE_string("output", None, "Optional JSON file for the raw results (new unless "
                     "--overwrite).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
 
 
-def main(argv):
-    del argv
+def _overrides(prefix: str) -> dict:
+    return {size: getattr(FLAGS, f"{prefix}_{size}") for size in SIZES
+            if getattr(FLAGS, f"{prefix}_{size}") is not None}
+
+
+def _accelerator_config():
+    return accelerator.LLAMA_1B.replace(dtype=FLAGS.accel_dtype,
+                                        attention_impl=FLAGS.accel_attention,
+                                        **_overrides("accel"))
+
+
+def _usage_error() -> str | None:
+    """One line naming the flag a user got wrong, or None."""
     unknown = set(FLAGS.sections) - set(SECTIONS)
     if unknown:
-        raise app.UsageError(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
+        return f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}"
+    if "cpu_ratio" in FLAGS.sections and FLAGS.pairs < 5:
+        return f"--pairs: need at least 5 for a median with a spread, got {FLAGS.pairs}"
+    for prefix in ("model", "accel"):
+        try:
+            (bench_config(_overrides("model")) if prefix == "model"
+             else _accelerator_config())
+        except ValueError as error:
+            return f"--{prefix}_*: {error}"
+    return None
+
+
+def main(argv):
+    del argv
+    error = _usage_error()
+    if error:
+        raise app.UsageError(error)
     if FLAGS.output:
         with cli.user_errors():
             check_output(FLAGS.output, overwrite=FLAGS.overwrite)
-    results = {"machine": platform.processor() or platform.machine()}
+    results = {"cpu": cpu_description()}
+    model = _overrides("model")
     if "forward" in FLAGS.sections:
         results["forward"] = sections.forward_section(FLAGS.batch, FLAGS.seq, FLAGS.repeats)
         print(f"## forward, batch {FLAGS.batch} x {FLAGS.seq}\n"
               f"{report.forward_table(results['forward'])}\n", flush=True)
     if "sft" in FLAGS.sections:
-        results["sft"] = sections.sft_section(FLAGS.sft_batch, FLAGS.sft_seq, FLAGS.repeats)
+        results["sft"] = sections.sft_section(FLAGS.sft_batch, FLAGS.sft_seq, FLAGS.repeats,
+                                              model_overrides=model)
         print(f"## SFT step, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}\n"
               f"{report.sft_table(results['sft'])}\n", flush=True)
+    if "cpu_ratio" in FLAGS.sections:
+        results["cpu_ratio"] = cpu_ratio_section(FLAGS.sft_batch, FLAGS.sft_seq, FLAGS.pairs,
+                                                 model_overrides=model)
+        print(f"## SFT step ratio, interleaved pairs, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}\n"
+              f"{report.cpu_ratio_table(results['cpu_ratio'])}\n", flush=True)
     if "heads" in FLAGS.sections:
         results["heads"] = sections.heads_section(FLAGS.head_samples, FLAGS.head_batch,
                                                   FLAGS.head_seq, FLAGS.repeats,
                                                   FLAGS.ablation_heads)
         print(f"## activation pattern, {FLAGS.head_samples} samples x {FLAGS.head_seq}\n"
               f"{report.heads_table(results['heads'])}\n", flush=True)
+    if "tracking" in FLAGS.sections:  # the accelerator section's tracking figures alone
+        config = _accelerator_config()
+        prepared = accelerator.prepare_sft(config, FLAGS.accel_batch, FLAGS.accel_seq)
+        results["tracking"] = accelerator.tracking_figures(config, prepared, FLAGS.tracking_steps,
+                                                           FLAGS.probe_seq)
+        print(f"## pattern tracking, batch {FLAGS.accel_batch} x {FLAGS.accel_seq}\n"
+              f"{report.tracking_line(results['tracking'], FLAGS.probe_seq)}\n", flush=True)
+    if "accelerator" in FLAGS.sections:
+        peak = None if FLAGS.peak_tflops is None else FLAGS.peak_tflops * 1e12
+        results["accelerator"] = accelerator.accelerator_section(
+            _accelerator_config(), FLAGS.accel_batch, FLAGS.accel_seq, FLAGS.repeats,
+            FLAGS.tracking_steps, FLAGS.probe_seq, peak)
+        print(f"## accelerator\n{report.accelerator_table(results['accelerator'])}\n",
+              flush=True)
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=1)

@@ -1,1 +1,3 @@
-"""Benchmarks of headjax against transformers PyTorch on SmolLM2-135M (`scripts/benchmark.py`)."""
+"""Benchmarks (`scripts/benchmark.py`): headjax against transformers PyTorch on SmolLM2-135M's
+architecture on a CPU (`sections`, `paired`), and a Llama-class bf16 SFT step with the head
+patterns' cost on an accelerator (`accelerator`)."""

@@ -44,3 +44,61 @@ def heads_table(results: dict) -> str:
     lines = ["| method | total | x forward |", "|---|---|---|"]
     lines += [f"| {name} | {seconds:,.1f} s | {seconds / fwd:.2f}x |" for name, seconds in rows]
     return "\n".join(lines)
+
+
+def _cpu_line(cpu: dict) -> str:
+    return (f"CPU: {cpu['model']}, {cpu['cores']} logical cores, vector extensions: "
+            f"{' '.join(cpu['vector_extensions']) or 'none reported'}")
+
+
+def cpu_ratio_table(results: dict) -> str:
+    """The interleaved pairs: median step per framework and the ratio's median and spread."""
+    ours, theirs = results["frameworks"]
+    r = results["ratio"]
+    lines = [_cpu_line(results["cpu"]), "",
+             f"| pairs | {ours} step (median) | {theirs} step (median) | {ours} / {theirs} "
+             "median | min - max | IQR |", "|---|---|---|---|---|---|",
+             f"| {r['pairs']} | {_ms(results['median_s'][ours])} | "
+             f"{_ms(results['median_s'][theirs])} | {r['median']:.2f}x | "
+             f"{r['min']:.2f}x - {r['max']:.2f}x | {r['q1']:.2f}x - {r['q3']:.2f}x |", "",
+             "Per-pair ratios in order: " + ", ".join(f"{x:.2f}" for x in r["ratios"])]
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def accelerator_table(results: dict) -> str:
+    """SFT step per attention implementation, pattern cost and tracking share."""
+    peak = results["peak_flops"]
+    lines = [f"Device: {results['device_kind']} (peak bf16 "
+             f"{'unknown' if peak is None else f'{peak / 1e12:,.0f} TFLOP/s'}); "
+             f"{results['params'] / 1e9:.2f} B parameters, {results['dtype']} compute, batch "
+             f"{results['batch']} x {results['seq']}", "",
+             "| attention | step | tokens/s | model TFLOP/step | MFU | compiled TFLOP/step | HFU "
+             "| compile |", "|---|---|---|---|---|---|---|---|"]
+    for impl, f in results["sft"].items():
+        if "error" in f:
+            lines.append(f"| {impl} | failed: {f['error'][:200]} |  |  |  |  |  |  |")
+            continue
+        compiled = "-" if f["compiled_flops"] is None else f"{f['compiled_flops'] / 1e12:.2f}"
+        lines.append(f"| {impl} | {_ms(f['warm_s'])} | {f['tokens_per_s']:,.0f} | "
+                     f"{f['model_flops'] / 1e12:.2f} | {_percent(f['mfu'])} | {compiled} | "
+                     f"{_percent(f['hfu'])} | {f['compile_s']:.0f} s |")
+    p, t = results["pattern"], results["tracking"]
+    lines += ["", f"Activation pattern (`head_scores`, {results['attention_impl']} attention): "
+              f"{_ms(p['pattern_s'])} vs loss forward {_ms(p['forward_s'])}: "
+              f"{p['x_forward']:.2f}x a forward.", "",
+              "Pattern tracking: not measured (the step failed)." if t is None
+              else tracking_line(t, results["probe_seq"])]
+    return "\n".join(lines)
+
+
+def tracking_line(t: dict, probe_seq: int) -> str:
+    """One sentence of `accelerator.tracking_figures`."""
+    return (f"Pattern tracking, {t['steps']} steps, {t['probe_samples']} probe samples of "
+            f"{probe_seq} tokens every {t['every']} steps ({t['recordings']} recordings): "
+            f"{t['wall_with_s']:.1f} s with vs {t['wall_without_s']:.1f} s without, "
+            f"{_percent(t['share'])} of the run; one recording {_ms(t['record_s'])}, "
+            f"{_percent(t['steady_share'])} of the wall time at that cadence.")

@@ -16,31 +16,18 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
 from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.bench.sft import bench_config, sft_runner, torch_labels
 from headjax.bench.timing import Timing, peak_rss_mib, time_eager, time_jitted
 from headjax.heads.scores import head_scores
 from headjax.model.loss import loss
-from headjax.train.optimizer import make_optimizer
-from headjax.train.state import create_state
-from headjax.train.step import make_train_step
 
 TORCH_ATTENTION = ("eager", "sdpa")
 
 
 def _timing(t: Timing) -> dict:
     return dataclasses.asdict(t)
-
-
-def _torch_labels(batch: dict):
-    """PyTorch token ids and labels (-100 outside the answer; transformers shifts them)."""
-    import torch
-
-    tokens = torch.from_numpy(batch["tokens"]).long()
-    labels = torch.where(torch.from_numpy(batch["loss_mask"]) > 0, tokens, -100)
-    return tokens, labels
 
 
 def forward_section(batch_size: int, seq: int, repeats: int) -> dict:
@@ -58,7 +45,7 @@ def forward_section(batch_size: int, seq: int, repeats: int) -> dict:
                 repeats=repeats)),
         }
     }
-    tokens, labels = _torch_labels(synthetic_batch(config, batch_size, seq))
+    tokens, labels = torch_labels(synthetic_batch(config, batch_size, seq))
     for impl in TORCH_ATTENTION:
         model = torch_model(params, config, impl)
 
@@ -77,62 +64,22 @@ def forward_section(batch_size: int, seq: int, repeats: int) -> dict:
     return results
 
 
-def sft_worker(framework: str, batch_size: int, seq: int, repeats: int) -> dict:
+def sft_worker(framework: str, batch_size: int, seq: int, repeats: int,
+               model_overrides: dict | None = None) -> dict:
     """One AdamW full fine-tuning step in this process: timing, tokens/s, peak RSS."""
-    config = SMOLLM2_135M
-    params = headjax_params()
-    batch = synthetic_batch(config, batch_size, seq)
-    lr = 1e-5
-    if framework == "headjax":
-        schedule = optax.constant_schedule(lr)
-        step = make_train_step(config, make_optimizer(schedule), schedule)
-        state = create_state(params, make_optimizer(schedule), seed=0)
-        del params
-        batch = jax.tree.map(jnp.asarray, batch)
-        timing = _sft_headjax(step, state, batch, repeats)
-    elif framework.startswith("torch_"):
-        import torch
-
-        model = torch_model(params, config, framework.removeprefix("torch_")).train()
-        del params
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        tokens, labels = _torch_labels(batch)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            model(tokens, labels=labels).loss.backward()
-            optimizer.step()
-
-        timing = time_eager(step, repeats=repeats)
-    else:
-        raise ValueError(f"sft_worker: unknown framework {framework!r}")
+    run, compile_s = sft_runner(framework, bench_config(model_overrides), batch_size, seq)
+    timing = time_eager(run, repeats=repeats)
+    timing = Timing(compile_s, timing.warm_s, timing.runs_s)
     return {"framework": framework, **_timing(timing),
             "tokens_per_s": batch_size * seq / timing.warm_s, "peak_rss_mib": peak_rss_mib()}
 
 
-def _sft_headjax(step, state, batch, repeats: int) -> Timing:
-    """The trainer's step, jitted with the state donated (as `headjax.train` runs it)."""
-    import time
-
-    start = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
-    runs = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-        if i:
-            runs.append(time.perf_counter() - start)
-    return Timing(compile_s, float(np.median(runs)), tuple(runs))
-
-
-def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", "torch_sdpa")
-                ) -> dict:
+def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", "torch_sdpa"),
+                model_overrides: dict | None = None) -> dict:
     """`sft_worker` for each framework, each in a fresh Python process."""
     results = {}
     for framework in frameworks:
-        args = json.dumps([framework, batch_size, seq, repeats])
+        args = json.dumps([framework, batch_size, seq, repeats, model_overrides])
         code = ("import json, sys; from headjax.bench.sections import sft_worker; "
                 "print(json.dumps(sft_worker(*json.loads(sys.argv[1]))))")
         done = subprocess.run([sys.executable, "-c", code, args], capture_output=True,

@@ -1,0 +1,175 @@
+"""The accelerator benchmark: a Llama-class SFT step in bf16 on one chip, and what head patterns
+cost there.
+
+    sft:        the trainer's AdamW step (f32 master weights, `config.dtype` compute): seconds,
+                tokens/s, FLOPs per step and utilisation of the chip's peak bf16 rate, once per
+                attention implementation ("xla" einsum, "fused" `jax.nn.dot_product_attention`).
+    pattern:    `headjax.heads.head_scores` (forward + gate-only backward) as a multiple of the
+                loss forward on the same batch.
+    tracking:   `headjax.train.loop.run_loop` for N steps without probes and with probes at the
+                default `heads.*` cadence; the share of wall time spent recording patterns.
+
+FLOPs per step: "model" = `ModelConfig.flops_per_token` x tokens (6 N + attention, the PaLM count
+behind MFU); "compiled" = XLA's `cost_analysis` of the compiled step (it counts a `lax.scan` body
+once, so it is only reported for unrolled layers, `scan_layers=False`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from headjax.bench.machine import peak_flops, utilization
+from headjax.bench.models import headjax_params, synthetic_batch
+from headjax.bench.sft import compiled_train_step, train_state
+from headjax.bench.timing import time_eager, time_jitted
+from headjax.heads.scores import head_scores
+from headjax.model.config import ModelConfig
+from headjax.model.loss import loss
+from headjax.train.config import default_config
+from headjax.train.loop import Hooks, run_loop
+from headjax.train.patterns import record_patterns, run_steps
+
+# Llama-3.2-1B's shape (1.24 B parameters, tied embeddings), bf16 compute on f32 weights.
+LLAMA_1B = ModelConfig(vocab_size=128256, d_model=2048, num_layers=16, num_heads=32,
+                       num_kv_heads=8, head_dim=64, ffn_dim=8192, rope_theta=500000.0,
+                       norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=131072,
+                       dtype="bfloat16", param_dtype="float32", scan_layers=False)
+ATTENTION_IMPLS = ("xla", "fused")
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs XLA's cost analysis counts for a compiled program (None where it reports none)."""
+    costs = compiled.cost_analysis()
+    if isinstance(costs, list | tuple):
+        costs = costs[0] if costs else None
+    flops = (costs or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+class Prepared(NamedTuple):
+    """A random model's trainer state, a batch and the trainer's step compiled for them."""
+
+    state: object
+    batch: dict
+    step: object
+    compile_s: float
+
+
+def prepare_sft(config: ModelConfig, batch_size: int, seq: int) -> Prepared:
+    """Random weights, AdamW state and batch for `config`, and the step compiled for them."""
+    state = train_state(headjax_params(config))
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config, batch_size, seq))
+    step, compile_s = compiled_train_step(config, state, batch)
+    return Prepared(state, batch, step, compile_s)
+
+
+def sft_figures(config: ModelConfig, prepared: Prepared, repeats: int, peak: float | None
+                ) -> tuple[dict, Prepared]:
+    """(warm seconds of the prepared step, tokens/s, FLOPs, MFU; the prepared step with its
+    state advanced)."""
+    holder = [prepared.state]
+
+    def run() -> None:
+        holder[0], metrics = prepared.step(holder[0], prepared.batch)
+        jax.block_until_ready(metrics)
+
+    timing = time_eager(run, repeats=repeats)
+    batch_size, seq = prepared.batch["tokens"].shape
+    tokens = batch_size * seq
+    model_flops = config.flops_per_token(seq) * tokens
+    cost = compiled_flops(prepared.step) if not config.scan_layers else None
+    figures = {"attention_impl": config.attention_impl, "compile_s": prepared.compile_s,
+               "warm_s": timing.warm_s, "runs_s": list(timing.runs_s),
+               "tokens_per_s": tokens / timing.warm_s, "model_flops": model_flops,
+               "compiled_flops": cost, "mfu": utilization(model_flops, timing.warm_s, peak),
+               "hfu": utilization(cost, timing.warm_s, peak) if cost else None}
+    return figures, prepared._replace(state=holder[0])
+
+
+def pattern_figures(config: ModelConfig, batch_size: int, seq: int, repeats: int) -> dict:
+    """`head_scores` vs the loss forward on one batch: warm seconds and their ratio."""
+    params = headjax_params(config)
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config, batch_size, seq))
+    forward = time_jitted(lambda p, b: loss(p, b, config), params, batch, repeats=repeats)
+    pattern = time_jitted(lambda p, b: head_scores(p, b, config), params, batch, repeats=repeats)
+    return {"forward_s": forward.warm_s, "pattern_s": pattern.warm_s,
+            "x_forward": pattern.warm_s / forward.warm_s,
+            "compile_s": {"forward": forward.compile_s, "pattern": pattern.compile_s}}
+
+
+def tracking_figures(config: ModelConfig, prepared: Prepared, steps: int, probe_seq: int
+                     ) -> dict:
+    """`run_loop` for `steps` steps of the prepared step without and with probe patterns at the
+    default cadence.
+
+    The probes are the default `heads.samples` samples in batches of `heads.batch_size`
+    (sequence length `probe_seq`), recorded at step 0, every `heads.every` steps and the final
+    step as in training. Reports the step files written, both wall times, the share of the
+    tracked run spent recording ((with - without) / with), and the steady share one recording
+    adds per `heads.every` steps (recording s / (recording s + heads.every x step s)).
+    """
+    defaults = default_config()
+    every, samples, probe_batch = (defaults.heads.every, defaults.heads.samples,
+                                   defaults.heads.batch_size)
+    probe = jax.tree.map(jnp.asarray, synthetic_batch(config, probe_batch, probe_seq, seed=1))
+    probes = {"probe": [probe] * max(1, samples // probe_batch)}
+    state, batch = prepared.state, prepared.batch
+    record = lambda: record_patterns(state.params, probes, config, None, write=False)
+    record_s = time_eager(record, repeats=1).warm_s  # compiled by its warm-up call
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, hooks, length in (("warm-up", Hooks(), 1), ("without", Hooks(), steps),
+                                    ("with", Hooks(probes=probes), steps)):
+            run_config = default_config()
+            run_config.run_dir = f"{tmp}/{name}"
+            run_config.train.steps = length
+            state = state.replace(step=jnp.zeros_like(state.step))  # a run from step 0
+            start = time.perf_counter()
+            state = run_loop(run_config, config, state, prepared.step, itertools.repeat(batch),
+                             lambda b: b, None, hooks)
+            jax.block_until_ready(state.params)
+            walls[name] = time.perf_counter() - start
+        recordings = len(run_steps(f"{tmp}/with"))
+    step_s = walls["without"] / steps
+    return {"steps": steps, "every": every, "probe_samples": samples, "recordings": recordings,
+            "wall_without_s": walls["without"], "wall_with_s": walls["with"],
+            "share": (walls["with"] - walls["without"]) / walls["with"],
+            "record_s": record_s, "steady_share": record_s / (record_s + every * step_s)}
+
+
+def accelerator_section(config: ModelConfig, batch_size: int, seq: int, repeats: int,
+                        tracking_steps: int, probe_seq: int, peak: float | None = None) -> dict:
+    """Every figure of the module docstring for `config` on `jax.devices()[0]`.
+
+    peak: the chip's peak FLOP/s; None = `machine.peak_flops` of the device kind (MFU is None
+    for a chip not in the table). An attention implementation whose step fails to compile or run
+    is reported as {"error": ...} (and tracking as None when it is `config.attention_impl`'s).
+    """
+    device = jax.devices()[0]
+    peak = peak if peak is not None else peak_flops(device.device_kind)
+    sft, tracking = {}, None
+    for impl in ATTENTION_IMPLS:  # one model state on the device at a time
+        impl_config = config.replace(attention_impl=impl)
+        try:
+            sft[impl], prepared = sft_figures(
+                impl_config, prepare_sft(impl_config, batch_size, seq), repeats, peak)
+        except Exception as error:  # noqa: BLE001 - one failing kernel must not lose the run
+            sft[impl] = {"attention_impl": impl, "error": f"{type(error).__name__}: {error}"}
+            continue
+        if impl == config.attention_impl:
+            tracking = tracking_figures(impl_config, prepared, tracking_steps, probe_seq)
+        del prepared
+    return {
+        "device_kind": device.device_kind, "platform": device.platform, "peak_flops": peak,
+        "params": config.num_params(), "dtype": config.dtype, "batch": batch_size, "seq": seq,
+        "attention_impl": config.attention_impl, "probe_seq": probe_seq,
+        "sft": sft,
+        "pattern": pattern_figures(config, batch_size, seq, repeats),
+        "tracking": tracking,
+    }

@@ -1,0 +1,87 @@
+"""One full fine-tuning AdamW step, ready to run repeatedly: headjax's trainer step or transformers
+PyTorch's, on the same model and batch (`headjax.bench.models`).
+
+`sft_runner` does all the set-up (weights, optimizer state, compilation) and returns a callable
+that runs one synchronous step, so a caller can time steps one at a time (`headjax.bench.paired`
+alternates them between two processes) or in a row (`sft_worker`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.model.config import ModelConfig
+from headjax.train.optimizer import make_optimizer
+from headjax.train.state import create_state
+from headjax.train.step import make_train_step
+
+LEARNING_RATE = 1e-5
+
+
+def bench_config(overrides: dict | None = None) -> ModelConfig:
+    """SMOLLM2_135M with `overrides` (field -> value, e.g. a tiny size for tests) applied."""
+    return SMOLLM2_135M.replace(**(overrides or {}))
+
+
+def torch_labels(batch: dict):
+    """PyTorch token ids and labels (-100 outside the answer; transformers shifts them)."""
+    import torch
+
+    tokens = torch.from_numpy(batch["tokens"]).long()
+    labels = torch.where(torch.from_numpy(batch["loss_mask"]) > 0, tokens, -100)
+    return tokens, labels
+
+
+def compiled_train_step(config: ModelConfig, state, batch: dict):
+    """(the trainer's step jitted with the state donated and compiled for `state`/`batch`,
+    compile seconds)."""
+    schedule = optax.constant_schedule(LEARNING_RATE)
+    step = make_train_step(config, make_optimizer(schedule), schedule)
+    start = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
+    return compiled, time.perf_counter() - start
+
+
+def train_state(params, seed: int = 0):
+    """The trainer's initial state (AdamW at `LEARNING_RATE`) for `params`."""
+    return create_state(params, make_optimizer(optax.constant_schedule(LEARNING_RATE)), seed=seed)
+
+
+def sft_runner(framework: str, config: ModelConfig, batch_size: int, seq: int
+               ) -> tuple[Callable[[], None], float]:
+    """(run one SFT step and wait for it, compile seconds) for "headjax" or "torch_<attention>"."""
+    params = headjax_params(config)
+    batch = synthetic_batch(config, batch_size, seq)
+    if framework == "headjax":
+        state = train_state(params)
+        del params
+        batch = jax.tree.map(jnp.asarray, batch)
+        compiled, compile_s = compiled_train_step(config, state, batch)
+        holder = [state]
+
+        def run() -> None:
+            holder[0], metrics = compiled(holder[0], batch)
+            jax.block_until_ready(metrics)
+
+        return run, compile_s
+    if framework.startswith("torch_"):
+        import torch
+
+        model = torch_model(params, config, framework.removeprefix("torch_")).train()
+        del params
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+        tokens, labels = torch_labels(batch)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            model(tokens, labels=labels).loss.backward()
+            optimizer.step()
+
+        return step, 0.0
+    raise ValueError(f"sft_runner: unknown framework {framework!r}")

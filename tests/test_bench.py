@@ -1,0 +1,134 @@
+"""The benchmark's machinery: interleaved pairs and their statistics, the machine description, the
+chip table and MFU, and the cpu_ratio and accelerator sections end to end on a tiny model (CPU).
+Timings here are not benchmarks; only structure and internal consistency are checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headjax.bench import accelerator, report
+from headjax.bench.machine import cpu_description, peak_flops, utilization
+from headjax.bench.paired import cpu_ratio_section, interleaved_pairs, pair_orders, ratio_statistics
+
+TINY = dict(vocab_size=256, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+            ffn_dim=64)
+
+
+def test_pair_orders_alternate_who_runs_first():
+    assert pair_orders(5) == [(0, 1), (1, 0), (0, 1), (1, 0), (0, 1)]
+
+
+def test_interleaved_pairs_call_each_side_once_per_pair_in_alternating_order():
+    calls = []
+
+    def side(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds.pop(0)
+        return run
+
+    samples = interleaved_pairs(side("a", [1.0, 2.0, 3.0, 4.0]),
+                                side("b", [10.0, 20.0, 30.0, 40.0]), 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    # Each sample pairs the i-th call of a with the i-th call of b, whatever ran first.
+    assert samples == [(1.0, 10.0), (2.0, 20.0), (3.0, 30.0), (4.0, 40.0)]
+    with pytest.raises(ValueError, match="pairs"):
+        interleaved_pairs(side("a", []), side("b", []), 0)
+
+
+def test_ratio_statistics_on_known_numbers():
+    stats = ratio_statistics([(1, 2), (3, 3), (2, 1), (4, 2), (1, 4)])  # .5 1 2 2 .25
+    assert stats["ratios"] == [0.5, 1.0, 2.0, 2.0, 0.25]
+    assert (stats["pairs"], stats["median"], stats["min"], stats["max"]) == (5, 1.0, 0.25, 2.0)
+    assert (stats["q1"], stats["q3"]) == (0.5, 2.0)
+    even = ratio_statistics([(1, 1), (2, 1), (3, 1), (4, 1)])
+    assert even["median"] == 2.5 and even["q1"] == 1.75 and even["q3"] == 3.25
+    with pytest.raises(ValueError):
+        ratio_statistics([])
+
+
+def test_cpu_description_reads_the_vector_extensions():
+    text = ("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse4_2 avx avx2 fma "
+            "avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\nmodel name\t: Some CPU\n"
+            "flags\t\t: fpu sse4_2 avx avx2 fma avx512f amx_bf16 amx_tile\n")
+    cpu = cpu_description(text)
+    assert cpu == {"model": "Some CPU", "cores": 2,
+                   "vector_extensions": ["sse4_2", "avx", "avx2", "fma", "avx512f", "amx_tile",
+                                         "amx_bf16"]}
+    assert cpu_description("processor : 0\nFeatures : fp asimd sve\n")["vector_extensions"] == [
+        "asimd", "sve"]
+    json.dumps(cpu_description())  # this machine's, JSON-ready
+
+
+def test_peak_flops_by_device_kind_and_utilization():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("TPU v5 lite") == 197e12 and peak_flops("TPU v5") == 459e12
+    assert peak_flops("cpu") is None
+    assert utilization(4e12, 2.0, 4e12) == 0.5
+    assert utilization(1.0, 1.0, None) is None
+    with pytest.raises(ValueError):
+        utilization(1.0, 0.0, 1.0)
+
+
+def test_cpu_ratio_section_pairs_two_worker_processes():
+    pytest.importorskip("torch")
+    result = cpu_ratio_section(2, 8, 5, model_overrides=TINY)
+    samples = np.array(result["samples_s"])
+    assert samples.shape == (5, 2) and (samples > 0).all()
+    assert result["ratio"] == ratio_statistics(result["samples_s"])
+    assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
+    assert set(result["peak_rss_mib"]) == {"headjax", "torch_sdpa"}
+    assert result["cpu"]["cores"] >= 1
+    assert "vector extensions" in report.cpu_ratio_table(result)
+    with pytest.raises(ValueError, match="--pairs"):
+        cpu_ratio_section(2, 8, 4, model_overrides=TINY)
+
+
+def test_accelerator_section_end_to_end_on_cpu():
+    config = accelerator.LLAMA_1B.replace(**TINY)
+    peak = 1e12  # above any 2-core CPU's rate, so that MFU is a fraction
+    result = accelerator.accelerator_section(config, 2, 16, 2, tracking_steps=4, probe_seq=8,
+                                             peak=peak)
+    assert result["device_kind"] and result["params"] == config.num_params()
+    assert set(result["sft"]) == set(accelerator.ATTENTION_IMPLS)
+    tokens = 2 * 16
+    for figures in result["sft"].values():
+        assert "error" not in figures
+        assert figures["warm_s"] > 0 and figures["compile_s"] > 0
+        assert figures["tokens_per_s"] == pytest.approx(tokens / figures["warm_s"])
+        assert figures["model_flops"] == config.flops_per_token(16) * tokens
+        assert figures["mfu"] == pytest.approx(figures["model_flops"] / figures["warm_s"] / peak)
+        assert 0 < figures["mfu"] <= 1 and 0 < figures["hfu"] <= 1
+        # XLA's own count of the unrolled step agrees with the model count (6N + attention)
+        # up to the elementwise work, the optimizer and the causal half of attention.
+        assert 0.7 < figures["compiled_flops"] / figures["model_flops"] < 1.5
+    pattern = result["pattern"]
+    assert pattern["forward_s"] > 0 and pattern["pattern_s"] > 0
+    assert pattern["x_forward"] == pytest.approx(pattern["pattern_s"] / pattern["forward_s"])
+    tracking = result["tracking"]
+    assert tracking["recordings"] == 2  # step 0 and the final step 4 (every = 50)
+    assert tracking["wall_with_s"] > 0 and tracking["wall_without_s"] > 0
+    assert tracking["record_s"] > 0 and 0 < tracking["steady_share"] < 1
+    table = report.accelerator_table(result)
+    assert result["device_kind"] in table and "MFU" in table
+
+
+def test_benchmark_script_names_a_wrong_flag_and_exits_2():
+    root = Path(__file__).resolve().parents[1]
+    for args, flag in ((["--sections=cpu_ratio", "--pairs=3"], "--pairs"),
+                       (["--sections=forward,bogus"], "--sections"),
+                       (["--sections=accelerator", "--accel_num_kv_heads=5"], "--accel_")):
+        done = subprocess.run([sys.executable, str(root / "scripts/benchmark.py"), *args],
+                              capture_output=True, text=True, cwd=root, check=False,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+        assert done.returncode == 2, done.stderr
+        assert flag in done.stderr.strip().splitlines()[-1]
