@@ -59,7 +59,8 @@ def register_data_sources(config: ml_collections.ConfigDict) -> list[str]:
     from headjax.data import Fields, register_sources
 
     d = config.data
-    names = (*d.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis)
+    names = (*d.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis,
+             *config.select.pool)
     return register_sources(names, fields=Fields(d.prompt_field, d.answer_field,
                                                  d.messages_field), streaming=d.streaming)
 
@@ -146,8 +147,10 @@ def train_phase_fn(model_config, tokenizer,
 
 def run(config: ml_collections.ConfigDict) -> TrainState:
     """Validate `config`, start multi-process JAX if needed, and train with eval and probes,
-    through the phases of the `guide` section (one plain run when it is off)."""
+    through the phases of the `guide` section (one plain run when it is off) or on the
+    examples chosen by the `select` section."""
     from headjax.train.guide import run_guided
+    from headjax.train.select import run_selected
 
     validate(config)
     register_data_sources(config)  # a bad source fails before the model loads
@@ -156,7 +159,8 @@ def run(config: ml_collections.ConfigDict) -> TrainState:
     params, model_config, tokenizer = load_model(config)
     train_phase = train_phase_fn(model_config, tokenizer,
                                  lambda c: default_hooks(c, model_config, tokenizer))
-    state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+    run_phases = run_guided if config.select.method == "none" else run_selected
+    state, _ = run_phases(config, params, model_config, tokenizer, train_phase,
                           mask=parameter_mask(config, model_config))
     if config.checkpoint.export_final:
         export_final(config, state, model_config, tokenizer)
