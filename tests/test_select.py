@@ -3,7 +3,9 @@
 The similarity is checked against hand computations and numpy's own correlation; the selection
 is the top fraction by similarity, the random baseline as large and seeded. On the tiny model,
 the pool's scores are recomputed independently (each example alone, batch of one) and the run
-must choose the top fraction of them and hand exactly those examples to training.
+must choose the top fraction of them and hand exactly those examples to training. That pattern
+selection prefers examples of the target's own kind is checked on SmolLM2-135M-Instruct
+(tests/test_select_smollm2.py, which says why the tiny random model cannot show it).
 
 Bad input tried: an unknown similarity or method, a fraction outside (0, 1], pattern scores of
 the wrong length, a selection without a pool, beside a guided mixture, with data weights, or with
