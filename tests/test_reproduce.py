@@ -41,7 +41,8 @@ def _config(model_dir, out):
                       null_draws=20)
     c.grid.update(budgets=(4,), epochs=2, seeds=(0, 1), preliminary_samples=8, warm_steps=1,
                   head_fraction=0.25, eval_samples=4,
-                  methods=("plain", "heads_pattern", "heads_random", "warm_pattern"))
+                  methods=("plain", "heads_pattern", "heads_random", "warm_pattern",
+                           "select_pattern"), select_pool_samples=4, select_fraction=0.25)
     return c
 
 
@@ -59,6 +60,13 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
     joint = method_config(config, 4, "joint_random", 0, dap)
     assert joint.guide.schedule == "joint" and joint.train.steps == 2 + 1
     assert method_config(config, 4, "heads_random", 0, dap).guide.heads == "random"
+    select = method_config(config, 4, "select_random", 1, dap)
+    assert (select.select.method, select.select.pool, select.select.seed) == (
+        "random", ("r_sum", "r_max", "r_min"), 1)
+    assert select.select.with_target and select.train.steps == 2 + 1
+    assert select.guide.mixture == "none" and select.guide.heads == "all"
+    config.grid.select_pool = ("r_max",)
+    assert method_config(config, 4, "select_all", 0, dap).select.pool == ("r_max",)
 
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
@@ -73,7 +81,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
         assert (doc.parent / "reproduction" / figure).read_bytes()[:4] == b"\x89PNG"
     results = tmp_path / "runs" / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len(rows) == 1 + 2 * 4  # the base model, then 2 seeds x 4 methods
+    assert len(rows) == 1 + 2 * 5  # the base model, then 2 seeds x 5 methods
     by_key = {r["key"]: r for r in rows}
     heads = by_key["n4_heads_pattern_s0"]
     assert heads["trainable_parameters"] < heads["total_parameters"]
@@ -85,6 +93,8 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     for task, weight in weights.items():  # the warm start follows the NNLS fit of the dAPs
         assert mixture[task] == pytest.approx(weight / total)
     assert sum(by_key["n4_warm_pattern_s0"]["counts"].values()) == 8
+    assert sum(by_key["n4_select_pattern_s0"]["selected"].values()) == 3  # 0.25 of 3 x 4
+    assert (tmp_path / "runs" / "grid" / "n4_select_pattern_s0" / "selection.json").exists()
     assert not list((tmp_path / "runs" / "grid").glob("*/checkpoints"))
     with np.load(tmp_path / "runs" / "findings" / "dap.npz") as dap:
         assert sorted(dap.files) == sorted(TASKS)

@@ -39,6 +39,13 @@ from headjax.heads.scores import (
     per_sample_head_scores,
     sample_weights,
 )
+from headjax.heads.selection import (
+    SELECTIONS,
+    SIMILARITIES,
+    fraction_count,
+    pattern_similarity,
+    select_examples,
+)
 from headjax.heads.specificity import (
     THRESHOLD_RULES,
     OverlapNull,
@@ -71,5 +78,6 @@ __all__ = [
     "null_tested_fit", "p_value", "pattern_change", "pattern_to_param_ratio", "pearson",
     "per_sample_head_scores", "predict", "r_squared", "random_head_sets",
     "random_set_jaccard_null", "relative_param_change", "relative_pattern_change",
-    "sample_weights", "shuffled_fit_null", "spearman", "task_overlap", "top_k_share", "trajectory"
+    "sample_weights", "shuffled_fit_null", "spearman", "task_overlap", "top_k_share", "trajectory",
+    "SELECTIONS", "SIMILARITIES", "fraction_count", "pattern_similarity", "select_examples",
 ]

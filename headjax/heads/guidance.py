@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Bool, Float
 
 from headjax.heads.combination import fit_combination
+from headjax.heads.selection import fraction_count
 
 MIXTURES = ("none", "uniform", "random", "pattern")
 HEAD_SELECTIONS = ("all", "pattern", "random")
@@ -76,7 +77,7 @@ def select_heads(kind: str, scores: Float[np.ndarray, "layers heads"], fraction:
     chex.assert_rank(scores, 2)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"guide.head_fraction: {fraction} not in (0, 1]")
-    count = max(1, round(fraction * scores.size))
+    count = fraction_count(fraction, scores.size)
     if kind == "pattern":
         chosen = np.argsort(-scores.ravel(), kind="stable")[:count]
     elif kind == "random":

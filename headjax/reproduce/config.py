@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from headjax.heads.selection import SIMILARITIES
 from headjax.train.config import check_ranges, default_config, validate
 
 METHODS = ("plain", "heads_pattern", "heads_random", "warm_pattern", "warm_random",
-           "joint_pattern", "joint_random")
+           "joint_pattern", "joint_random", "select_pattern", "select_random", "select_all")
 
 
 def default_reproduce_config() -> ml_collections.ConfigDict:
@@ -44,6 +45,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.grid.warm_steps = 16  # steps on the preliminary set (joint adds them to the target's)
     c.grid.head_fraction = 0.1
     c.grid.eval_samples = 48
+    # Data selection by pattern (select_*): the pool, and the fraction of it trained on
+    c.grid.select_pool = ()  # pool tasks; () = findings.basic + findings.unrelated
+    c.grid.select_pool_samples = 256  # per pool task (x 5 tasks x 0.1 = preliminary_samples)
+    c.grid.select_fraction = 0.1
+    c.grid.select_similarity = "pearson"  # pearson | cosine
     c.lock()
     return c
 
@@ -59,10 +65,14 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
         raise ValueError("config.findings.basic: name at least one basic task")
     if len({f.target, *f.basic, *f.unrelated}) != 1 + len(f.basic) + len(f.unrelated):
         raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
-    check_ranges(config, choices={}, non_negative=(), positive=(
-        "findings.train_samples", "findings.steps", "findings.probe_samples", "findings.k",
-        "findings.null_draws", "grid.epochs", "grid.preliminary_samples", "grid.warm_steps",
-        "grid.eval_samples"))
+    check_ranges(config, choices={"grid.select_similarity": SIMILARITIES}, non_negative=(),
+                 positive=("findings.train_samples", "findings.steps", "findings.probe_samples",
+                           "findings.k", "findings.null_draws", "grid.epochs",
+                           "grid.preliminary_samples", "grid.warm_steps", "grid.eval_samples",
+                           "grid.select_pool_samples", "grid.select_fraction"))
+    if config.grid.select_fraction > 1:
+        raise ValueError(f"config.grid.select_fraction: {config.grid.select_fraction} not in "
+                         f"(0, 1]")
     if not config.grid.seeds or not config.grid.budgets or min(config.grid.budgets) <= 0:
         raise ValueError("config.grid: seeds and positive budgets are needed")
     return config

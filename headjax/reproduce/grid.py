@@ -12,6 +12,12 @@ names (`headjax.train.guide`):
     warm_random     warm start on a random (Dirichlet) mixture, then the target samples
     joint_pattern   the pattern mixture and the target samples together, warm + target steps
     joint_random    a random mixture likewise
+    select_pattern  data selection by pattern (`headjax.train.select`): the top `select_fraction`
+                    of a pool of `select_pool_samples` examples per task of `select_pool`
+                    (default: the basic and unrelated tasks) by the similarity of each one's
+                    pattern to the target's, with the target samples, warm + target steps
+    select_random   as many pool examples at random, likewise
+    select_all      the whole pool, likewise
 
 Each finished run appends one JSON line to `out_dir/results.jsonl` (accuracy and held-out loss on
 `eval_samples` test examples of the target, the pattern's move toward the full-SFT pattern,
@@ -42,6 +48,7 @@ from headjax.lora import model_params
 from headjax.model.loss import per_sample_loss
 from headjax.train.experiment import train_phase_fn
 from headjax.train.guide import NoPatternFitError, run_guided
+from headjax.train.select import run_selected
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,12 @@ def method_config(config: ml_collections.ConfigDict, budget: int, method: str, s
         else:
             c.guide.schedule = "joint"
             c.train.steps += g.warm_steps
+    elif kind == "select":
+        c.select.update(method=choice, pool=tuple(g.select_pool) or tuple(
+            (*config.findings.basic, *config.findings.unrelated)),
+            pool_samples=g.select_pool_samples, fraction=g.select_fraction,
+            similarity=g.select_similarity, with_target=True, seed=seed)
+        c.train.steps += g.warm_steps
     elif method != "plain":
         raise ValueError(f"config.grid.methods: unknown method {method!r}")
     c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps)
@@ -167,7 +180,8 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                 log.info("grid: %s (%d steps)", key, run.train.steps)
                 started = time.perf_counter()
                 try:
-                    state, record = run_guided(run, base_params, model_config, tokenizer,
+                    run_phases = run_guided if run.select.method == "none" else run_selected
+                    state, record = run_phases(run, base_params, model_config, tokenizer,
                                                train_phase)
                 except NoPatternFitError as err:  # a result, not a crash: no mixture exists
                     log.warning("grid: %s: %s", key, err)
@@ -180,6 +194,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                        "trainable_parameters": record["trainable_parameters"],
                        "total_parameters": record["total_parameters"],
                        "mixture": record.get("weights"), "counts": record.get("counts"),
+                       "selected": record.get("selected_per_task"),
                        "wall_s": time.perf_counter() - started}
                 _append(path, row)
                 done[key] = row

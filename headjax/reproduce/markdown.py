@@ -164,7 +164,9 @@ def improvement_md(config, results, cells) -> list[str]:
               "loss | verdict (loss) |", "|---|---|---|---|---|---|"]
     pairs = (("warm_pattern", "warm_random"), ("warm_pattern", "plain"),
              ("joint_pattern", "joint_random"), ("joint_pattern", "plain"),
-             ("heads_pattern", "heads_random"), ("heads_pattern", "plain"))
+             ("heads_pattern", "heads_random"), ("heads_pattern", "plain"),
+             ("select_pattern", "select_random"), ("select_pattern", "select_all"),
+             ("select_pattern", "plain"))
     for method, baseline in pairs:
         for budget in budgets:
             acc, acc_half, n = paired(cells, method, baseline, budget, "accuracy")

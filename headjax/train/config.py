@@ -19,6 +19,7 @@ from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
 from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
 from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
+from headjax.train.select import SELECT_METHODS, SIMILARITIES, validate_select
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -119,6 +120,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.lora.alpha = 16.0  # scale alpha / r
     c.lora.dropout = 0.0  # only 0: adapters are merged into the weights inside the loss
     c.lora.targets = ("q", "k", "v", "o")  # among q, k, v, o, gate, up, down
+
+    c.select = ml_collections.ConfigDict()  # data selection by pattern (headjax.train.select)
+    c.select.method = "none"  # none | pattern | random | all
+    c.select.pool = ()  # tasks of the candidate pool
+    c.select.pool_samples = 256  # training examples per pool task
+    c.select.fraction = 0.1  # of the pool, for method = pattern | random
+    c.select.similarity = "pearson"  # pearson | cosine, over heads
+    c.select.with_target = False  # also train on the target's own training examples
+    c.select.seed = 0  # the random subset
     c.lock()
     return c
 
@@ -135,12 +145,15 @@ CHOICES = {
     "guide.mixture": MIXTURES,
     "guide.schedule": GUIDE_SCHEDULES,
     "guide.heads": HEAD_SELECTIONS,
+    "select.method": SELECT_METHODS,
+    "select.similarity": SIMILARITIES,
 }
 POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_size", "train.lr",
             "train.grad_accum", "train.log_every", "checkpoint.keep", "eval.samples",
             "eval.max_new_tokens", "eval.batch_size", "heads.samples", "heads.batch_size",
             "guide.probe_samples", "guide.preliminary_samples", "guide.warm_steps",
-            "guide.head_fraction", "lora.rank", "lora.alpha")
+            "guide.head_fraction", "lora.rank", "lora.alpha", "select.pool_samples",
+            "select.fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                 "checkpoint.every", "eval.every", "heads.every")
 
@@ -186,6 +199,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          f"train.batch_size={config.train.batch_size}")
     _validate_guide(config)
     _validate_lora(config)
+    validate_select(config)
     return config
 
 

@@ -47,8 +47,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
     validate(config)
     register_data_sources(config)
-    tasks = (*config.data.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis)
-    for task in dict.fromkeys(tasks):
+    for task in dict.fromkeys(task_names(config)):
         get_task(task)
     locate(config.model.pretrained)
     for key in ("train.trainable_heads", "guide.patterns"):
@@ -80,14 +79,20 @@ def train_batches(config: ml_collections.ConfigDict, tokenizer, examples: Sequen
     return make
 
 
+def task_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Every task name a run of `config` reads: trained, evaluated, probed, guide basis and
+    selection pool."""
+    return (*config.data.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis,
+            *config.select.pool)
+
+
 def register_data_sources(config: ml_collections.ConfigDict) -> list[str]:
     """Load the data sources among the run's task names (`headjax.data.sources`) with the
     `data.*_field` mapping, streamed when `data.streaming`; returns their names."""
     from headjax.data import Fields, register_sources
 
     d = config.data
-    names = (*d.tasks, *config.eval.tasks, *config.heads.tasks, *config.guide.basis)
-    return register_sources(names, fields=Fields(d.prompt_field, d.answer_field,
+    return register_sources(task_names(config), fields=Fields(d.prompt_field, d.answer_field,
                                                  d.messages_field), streaming=d.streaming)
 
 
@@ -180,12 +185,14 @@ def train_phase_fn(model_config, tokenizer,
 
 def run(config: ml_collections.ConfigDict, model: tuple | None = None) -> TrainState:
     """Check `config` (`check_inputs`), start multi-process JAX if needed, and train with eval
-    and probes, through the phases of the `guide` section (one plain run when it is off).
+    and probes, through the phases of the `guide` section (one plain run when it is off),
+    or on the examples chosen by the `select` section.
 
     model: (params, model config, tokenizer) of `load_model(config)` called after
       `start_processes(config)`, or None to do both here.
     """
     from headjax.train.guide import run_guided
+    from headjax.train.select import run_selected
 
     check_inputs(config)
     if model is None:
@@ -194,11 +201,12 @@ def run(config: ml_collections.ConfigDict, model: tuple | None = None) -> TrainS
     params, model_config, tokenizer = model
     train_phase = train_phase_fn(model_config, tokenizer,
                                  lambda c: default_hooks(c, model_config, tokenizer))
+    run_phases = run_guided if config.select.method == "none" else run_selected
     if config.lora.enabled:
-        state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+        state, _ = run_phases(config, params, model_config, tokenizer, train_phase,
                               heads=trainable_heads(config, model_config))
     else:
-        state, _ = run_guided(config, params, model_config, tokenizer, train_phase,
+        state, _ = run_phases(config, params, model_config, tokenizer, train_phase,
                               mask=parameter_mask(config, model_config))
     if config.checkpoint.export_final:
         export_final(config, state, model_config, tokenizer)

@@ -154,7 +154,7 @@ def plan_phases(config: ml_collections.ConfigDict, preliminary: list[Example]) -
 Trainer = Callable[[ml_collections.ConfigDict, Any, list[Example], Any, Any], Any]
 
 
-def _trainable_parameters(config: ml_collections.ConfigDict, model_config: ModelConfig,
+def trainable_parameters(config: ml_collections.ConfigDict, model_config: ModelConfig,
                           total: int, mask: Any, heads: np.ndarray | None) -> int:
     """Trainable parameters of a phase: the adapters' (head-LoRA budget) in a LoRA run, else
     the mask's ones (all parameters without a mask)."""
@@ -213,7 +213,7 @@ def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelCon
                             phase_heads if config.lora.enabled else None)
     leaves = jax.tree.leaves(model_params(state.params))
     record["total_parameters"] = int(sum(np.size(p) for p in leaves))
-    record["trainable_parameters"] = _trainable_parameters(  # of the target phase, the last one
+    record["trainable_parameters"] = trainable_parameters(  # of the target phase, the last one
         config, model_config, record["total_parameters"], phase_mask, phase_heads)
     if write and jax.process_index() == 0:
         path = Path(config.run_dir) / "guide.json"
