@@ -30,6 +30,7 @@ from headjax.model import attention
 from headjax.model.config import ModelConfig
 from headjax.model.norms import rms_norm
 from headjax.model.rope import rotary_tables
+from headjax.parallel.rules import constrain
 
 Params = dict
 
@@ -95,15 +96,18 @@ def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
 class ForwardOutput(NamedTuple):
     """What `forward` returns.
 
-    logits: f32[batch, seq, vocab].
+    logits: f32[batch, seq, vocab], or None with `return_hidden`.
     attention: f32[batch, layers, heads, q, k] post-softmax probabilities, or None.
     head_outputs: [batch, layers, seq, heads, head_dim] per-head attention outputs before the
       gate and `o_proj` (TransformerLens' `z`), or None.
+    hidden: [batch, seq, d_model] residual stream after the last layer (before the final norm)
+      with `return_hidden`, or None.
     """
 
-    logits: Float[Array, "batch seq vocab"]
+    logits: Float[Array, "batch seq vocab"] | None
     attention: Float[Array, "batch layers heads q k"] | None = None
     head_outputs: Float[Array, "batch layers seq heads head_dim"] | None = None
+    hidden: Float[Array, "batch seq d_model"] | None = None
 
 
 def embed_tokens(params: Params, tokens: Int[Array, "batch seq"]
@@ -121,8 +125,10 @@ def unembed(params: Params, x: Float[Array, "batch seq d_model"], config: ModelC
     x = rms_norm(x, params["final_norm"], config.norm_eps)
     out_dtype = jnp.promote_types(x.dtype, jnp.float32)
     if config.tie_embeddings:
-        return jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
-    return jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
+        logits = jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
+    else:
+        logits = jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
+    return constrain(logits, ("batch", "seq", "vocab"))
 
 
 def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig
@@ -154,7 +160,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             positions: Int[Array, "batch seq"] | None = None,
             segment_ids: Int[Array, "batch seq"] | None = None,
             return_attention: bool = False,
-            return_head_outputs: bool = False) -> ForwardOutput:
+            return_head_outputs: bool = False,
+            return_hidden: bool = False) -> ForwardOutput:
     """Run the model on `tokens` `[batch, seq]`.
 
     Args:
@@ -166,6 +173,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
         Default: all ones (a single causal sequence per row).
       return_attention: also return post-softmax probabilities (forces the einsum path).
       return_head_outputs: also return per-head outputs `z`.
+      return_hidden: return the last residual stream instead of the logits (for a loss that
+        projects onto the vocabulary piece by piece, `headjax.model.loss`).
     """
     batch, seq = tokens.shape
     if positions is None:
@@ -183,13 +192,14 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     slots = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
     mask = attention.attention_mask(slots, slots, segment_ids, segment_ids)
     cos, sin = rotary_tables(positions, config)
-    x = embed_tokens(params, tokens)
+    x = constrain(embed_tokens(params, tokens), ("batch", "seq", "embed"))
 
     def body(x, scanned):
         layer, gate = scanned
-        return decoder_layer(layer, x, gate, cos, sin, mask, config,
-                             return_attention=return_attention,
-                             return_head_outputs=return_head_outputs)
+        x, outs = decoder_layer(layer, x, gate, cos, sin, mask, config,
+                                return_attention=return_attention,
+                                return_head_outputs=return_head_outputs)
+        return constrain(x, ("batch", "seq", "embed")), outs
 
     if config.remat != "none":
         body = jax.checkpoint(body, policy=None if config.remat == "full"
@@ -203,9 +213,9 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             x, out = body(x, jax.tree.map(lambda a, i=i: a[i], scanned))
             outs.append(out)
         probs, z = jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs else (None, None)
-    logits = unembed(params, x, config)
     return ForwardOutput(
-        logits=logits,
+        logits=None if return_hidden else unembed(params, x, config),
         attention=jnp.swapaxes(probs, 0, 1) if return_attention else None,
         head_outputs=jnp.swapaxes(z, 0, 1) if return_head_outputs else None,
+        hidden=x if return_hidden else None,
     )
