@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 
 from headjax.model.config import DTYPES
+from headjax.model.presets import ARCHITECTURES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
 from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
@@ -31,6 +32,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots
     c.model.attention_impl = "xla"  # xla | fused
     c.model.scan_layers = True
+    # A preset shape (headjax.model.presets) for `--dry_run` when model.pretrained is not on
+    # this machine; "" = read the shape from model.pretrained's metadata.
+    c.model.architecture = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.tasks = ("basic_arithmetic",)
@@ -57,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.trainable_kv = True  # with trainable_heads: also their key/value group
     c.train.seed = 0
     c.train.log_every = 1
+    # Memory knobs (the dry run shows what each saves).
+    c.train.opt_state_dtype = "float32"  # AdamW first moment: float32 | bfloat16
+    c.train.loss_chunk = 0  # positions per vocabulary projection; 0 = whole logits at once
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
@@ -112,6 +119,8 @@ CHOICES = {
     "model.param_dtype": DTYPES,
     "model.remat": ("none", "full", "dots"),
     "model.attention_impl": ("xla", "fused"),
+    "model.architecture": ("",) + tuple(ARCHITECTURES),
+    "train.opt_state_dtype": ("float32", "bfloat16"),
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "distributed.mode": MODES,
@@ -126,7 +135,7 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "guide.probe_samples", "guide.preliminary_samples", "guide.warm_steps",
             "guide.head_fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-                "checkpoint.every", "eval.every", "heads.every")
+                "checkpoint.every", "eval.every", "heads.every", "train.loss_chunk")
 
 
 def _type_ok(value: Any, default: Any) -> bool:

@@ -3,7 +3,9 @@
 Gradient accumulation splits the batch into `grad_accum` micro-batches (rows i, i+A, i+2A, ...
 so each device keeps its rows), sums their answer-token losses and gradients with `lax.scan`
 and divides by the batch's answer-token count: the result equals the full-batch step.
-Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`.
+Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`;
+`loss_chunk > 0` projects onto the vocabulary that many positions at a time
+(`headjax.model.loss.chunked_token_losses`).
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ def _micro_batches(batch: dict, grad_accum: int) -> dict:
 
 
 def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
-                          grad_accum: int) -> tuple[jax.Array, Any]:
+                          grad_accum: int, loss_chunk: int = 0) -> tuple[jax.Array, Any]:
     """(sum of answer-token losses, its gradient) over `batch`, in `grad_accum` micro-batches."""
     def summed(p, micro):
-        losses, _ = batch_token_losses(p, micro, config)
+        losses, _ = batch_token_losses(p, micro, config, chunk=loss_chunk)
         return losses.sum()
 
     grad_fn = jax.value_and_grad(summed)
@@ -68,7 +70,8 @@ def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
 
 
 def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum: int = 1) -> StepFn:
+                    schedule: optax.Schedule, *, grad_accum: int = 1,
+                    loss_chunk: int = 0) -> StepFn:
     """`step(state, batch) -> (state, metrics)`; metrics: loss, grad_norm, lr, tokens,
     answer_tokens (f32 scalars). `lr` is the rate this step applied."""
     if grad_accum < 1:
@@ -76,7 +79,8 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         count = jnp.maximum(answer_token_count(batch), 1.0)
-        loss_sum, grads = summed_loss_and_grads(state.params, batch, config, grad_accum)
+        loss_sum, grads = summed_loss_and_grads(state.params, batch, config, grad_accum,
+                                                loss_chunk)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
