@@ -9,24 +9,57 @@ and after, wall time), guide.json (the `guide` options' choices and the trainabl
 final_model/ (a model directory `load_pretrained` reads).
 Re-running the same command resumes from the newest good checkpoint. A NaN/inf loss stops the
 run with exit status 1, leaving the newest checkpoint as the last good state.
+
+  python scripts/train.py --config C --dry_run [--devices N] [--chip v5p] [--knobs]
+
+compiles the run's train step, head-pattern step and eval forward for its mesh on N devices
+(simulated CPU devices, or a TPU slice's compile-only devices when libtpu is installed) from
+abstract shapes, without reading weights, and prints per-device memory, FLOPs per step, the
+collectives and the chips it fits (docs/scaling.md). With --chip it exits 2 when the run does
+not fit that chip.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from headjax.train.experiment import run
+from headjax.parallel.hardware import CHIPS
+from headjax.train.experiment import dry_run, run
 from headjax.train.loop import TrainingDivergedError
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
                                          lock_config=True)
+DRY_RUN = flags.DEFINE_bool("dry_run", False, "Plan the run (compile only, no weights read).")
+DEVICES = flags.DEFINE_integer("devices", 0, "--dry_run: device count (default: the mesh's).")
+CHIP = flags.DEFINE_string("chip", "", "--dry_run: v5e | v6e | v5p | h100 | h200; exit 2 when "
+                           "the run does not fit it.")
+KNOBS = flags.DEFINE_bool("knobs", False, "--dry_run: also show what each memory knob saves.")
+
+
+def plan(config) -> None:
+    try:
+        report, fits, result = dry_run(config, devices=DEVICES.value, chip=CHIP.value,
+                                       knobs=KNOBS.value)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(report)
+    if not fits:
+        print(f"--chip {CHIP.value}: does not fit: the run needs "
+              f"{result.peak_bytes / 2 ** 30:.2f} GiB per device, a {CHIPS[CHIP.value].name} "
+              f"has {CHIPS[CHIP.value].memory_gib:g} GiB", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def main(argv):
     del argv
+    if DRY_RUN.value:
+        plan(CONFIG.value)
+        return
     logging.getLogger("absl").setLevel(logging.WARNING)  # silence orbax's per-save INFO lines
     logging.getLogger("headjax").setLevel(logging.INFO)
     try:

@@ -8,9 +8,9 @@ import os
 import jax
 import jax.numpy as jnp
 
-from headjax.io.gguf import load_gguf, read_gguf
-from headjax.io.hf import load_hf
-from headjax.io.native import is_native, load_native
+from headjax.io.gguf import config_from_gguf, load_gguf, read_gguf
+from headjax.io.hf import config_from_hf, load_hf, read_config_json
+from headjax.io.native import is_native, load_native, read_native_config
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params
@@ -39,6 +39,21 @@ def registry_path(name: str) -> str:
 def resolve(name_or_path: str) -> str:
     """A registry name -> its file; anything else is returned as is."""
     return registry_path(name_or_path) if name_or_path in REGISTRY else name_or_path
+
+
+def read_model_config(name_or_path: str) -> ModelConfig:
+    """The `ModelConfig` of `name_or_path` (as `load_pretrained` accepts) from its metadata only:
+    GGUF header, `model_config.json` or `config.json`; no weight is read."""
+    path = resolve(name_or_path)
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        return config_from_gguf(read_gguf(path), source=path)
+    if os.path.isdir(path) and is_native(path):
+        return read_native_config(path)
+    if os.path.isdir(path):
+        config_path = os.path.join(path, "config.json")
+        return config_from_hf(read_config_json(config_path), source=config_path)
+    raise FileNotFoundError(f"{name_or_path}: not a known model name ({sorted(REGISTRY)}), a "
+                            ".gguf file, or a checkpoint directory")
 
 
 def load_pretrained(name_or_path: str, *, dtype: str = "float32"
