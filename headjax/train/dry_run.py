@@ -262,12 +262,13 @@ def format_plan(p: Plan, knobs: Sequence[tuple] = ()) -> str:
                  f"devices), {p.model_flops:.3e} by 6 x params x tokens + attention")
     lines.append("replicated where a dimension does not divide: "
                  + ("; ".join(f"{k} ({v})" for k, v in p.replicated.items()) or "nothing"))
-    lines += ["| chip | memory GiB | fits | step time at 40% MFU |", "|---|---|---|---|"]
+    lines += ["", "| chip | memory GiB | fits | step time at 40% MFU |", "|---|---|---|---|"]
     for key, c in CHIPS.items():
         lines.append(f"| {key} ({c.name}) | {c.memory_gib:g} | "
                      f"{'yes' if p.fits(key) else 'no'} | {p.step_seconds(key):.3g} s |")
     if knobs:
-        lines += ["| knob | value | train state GiB | train step peak GiB |", "|---|---|---|---|"]
+        lines += ["", "| knob | value | train state GiB | train step peak GiB |",
+                  "|---|---|---|---|"]
         lines += [f"| {key} | {value} | {_gib(state)} | {_gib(peak)} |"
                   for key, value, state, peak in knobs]
     return "\n".join(lines)
