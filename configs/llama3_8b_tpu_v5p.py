@@ -10,7 +10,10 @@ Launch the same command on every host of the slice, e.g.
     "cd headjax && python scripts/train.py --config configs/llama3_8b_tpu_v5p.py"
 
 `model.pretrained` must point at a local Hugging Face checkpoint directory (config.json +
-safetensors) present on every host.
+safetensors) present on every host. Plan it first from any machine (no weights needed,
+docs/scaling.md):
+
+  python scripts/train.py --config configs/llama3_8b_tpu_v5p.py --dry_run --devices 64 --chip v5p
 """
 
 from headjax.train.config import default_config
@@ -20,6 +23,7 @@ def get_config():
     c = default_config()
     c.run_dir = "runs/llama3_8b"  # on storage every host sees
     c.model.pretrained = "/mnt/models/Meta-Llama-3-8B-Instruct"
+    c.model.architecture = "llama3-8b"  # the shape --dry_run uses where the checkpoint is absent
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "float32"
     c.model.remat = "full"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "headjax"
-LIBRARY = {"model": set(), "parallel": set(), "io": {"model"}, "data": {"model"},
+LIBRARY = {"model": {"parallel"}, "parallel": set(), "io": {"model"}, "data": {"model"},
            "heads": {"model"}, "eval": {"model", "data"}}
 APPLICATION = {"reproduce", "bench"}
 

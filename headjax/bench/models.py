@@ -12,11 +12,8 @@ import numpy as np
 
 from headjax.io import export, layout
 from headjax.model.config import ModelConfig
+from headjax.model.presets import SMOLLM2_135M
 from headjax.model.transformer import init
-
-SMOLLM2_135M = ModelConfig(vocab_size=49152, d_model=576, num_layers=30, num_heads=9,
-                           num_kv_heads=3, head_dim=64, ffn_dim=1536, rope_theta=100000.0,
-                           norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=8192)
 
 
 def headjax_params(config: ModelConfig = SMOLLM2_135M, seed: int = 0) -> dict:

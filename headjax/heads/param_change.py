@@ -26,10 +26,26 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from headjax.model.config import ModelConfig
-from headjax.model.transformer import Params, param_shapes
+from headjax.model.config import ModelConfig, tiny_config
+from headjax.model.transformer import Params, param_axes, param_shapes
 
 MLP_KEYS = ("mlp_norm", "gate_proj", "up_proj", "down_proj", "post_mlp_norm")
+
+
+def _layer_axes() -> dict:
+    """Logical axis names of the stacked layer parameters, biases included (`param_axes`; the
+    names do not depend on the model's sizes)."""
+    return param_axes(tiny_config(qkv_bias=True, qk_norm=True, sandwich_norms=True))["layers"]
+
+
+def _place(values: np.ndarray, value_axes: tuple[str, ...], names: tuple[str, ...],
+           shape: tuple[int, ...]) -> np.ndarray:
+    """`values` (dimensions named `value_axes`) broadcast to `shape` (dimensions `names`)."""
+    order = sorted(range(len(value_axes)), key=lambda i: names.index(value_axes[i]))
+    expanded = [1] * len(names)
+    for axis, size in zip(value_axes, values.shape, strict=True):
+        expanded[names.index(axis)] = size
+    return np.broadcast_to(np.transpose(values, order).reshape(expanded), shape)
 
 
 class HeadChange(NamedTuple):
@@ -45,13 +61,21 @@ class HeadChange(NamedTuple):
     combined: Float[Array, "layers heads"]
 
 
+def _head_sq_norm(w: jax.Array, names: tuple[str, ...], head: str) -> jax.Array:
+    """Squared norm of `w` per (layer, `head`), summing every other named dimension."""
+    other = tuple(i for i, n in enumerate(names) if n not in ("layers", head))
+    sq = jnp.sum(w.astype(jnp.float32) ** 2, axis=other)
+    return sq if names.index("layers") < names.index(head) else sq.T
+
+
 def _sq_norms(layers: dict, name: str, bias: str | None):
-    """Squared norms per (layer, head) of `layers[name]` plus its bias, head axis 2 (q/k/v
-    `[L, d, H, hd]`) or 1 (o `[L, H, hd, d]`)."""
-    w = layers[name].astype(jnp.float32)
-    sq = jnp.sum(w ** 2, axis=(1, 3)) if name != "o_proj" else jnp.sum(w ** 2, axis=(2, 3))
+    """Squared norms per (layer, head) of `layers[name]` plus its bias, `[layers, heads or
+    kv_heads]`, the dimensions found by their logical names."""
+    axes = _layer_axes()
+    head = "heads" if "heads" in axes[name] else "kv_heads"
+    sq = _head_sq_norm(layers[name], axes[name], head)
     if bias is not None and bias in layers:
-        sq = sq + jnp.sum(layers[bias].astype(jnp.float32) ** 2, axis=-1)
+        sq = sq + _head_sq_norm(layers[bias], axes[bias], head)
     return sq
 
 
@@ -145,22 +169,20 @@ def head_parameter_mask(config: ModelConfig, heads: Bool[Array, "layers heads"],
     if heads.shape != shape:
         raise ValueError(f"heads: shape {heads.shape}, expected [layers, heads] = {shape}")
     groups = heads.reshape(config.num_layers, config.num_kv_heads, config.group_size).any(-1)
-    layer_on = heads.any(axis=1)
-    slot_masks = {
-        "q_proj": heads[:, None, :, None], "q_bias": heads[:, :, None],
-        "o_proj": heads[:, :, None, None],
-    }
+    by_head = (heads, ("layers", "heads"))
+    by_group = (groups, ("layers", "kv_heads"))
+    slot_masks = {"q_proj": by_head, "q_bias": by_head, "o_proj": by_head}
     if include_kv:
-        slot_masks.update(k_proj=groups[:, None, :, None], v_proj=groups[:, None, :, None],
-                          k_bias=groups[:, :, None], v_bias=groups[:, :, None])
+        slot_masks.update(dict.fromkeys(("k_proj", "v_proj", "k_bias", "v_bias"), by_group))
     if include_mlp:
-        slot_masks.update({name: layer_on.reshape(-1, *([1] * (1 if name.endswith("norm") else 2)))
-                           for name in MLP_KEYS})
+        slot_masks.update(dict.fromkeys(MLP_KEYS, (heads.any(axis=1), ("layers",))))
+    axes = param_axes(config)["layers"]
 
     def build(path, shape):
         name = str(getattr(path[-1], "key", path[-1]))
         if path[0].key == "layers" and name in slot_masks:
-            return jnp.asarray(np.broadcast_to(slot_masks[name], shape), jnp.float32)
+            values, value_axes = slot_masks[name]
+            return jnp.asarray(_place(values, value_axes, axes[name], shape), jnp.float32)
         return jnp.zeros(shape, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(build, param_shapes(config),

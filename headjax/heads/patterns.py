@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from headjax.heads.scores import per_sample_head_scores, sample_weights
 from headjax.model.config import ModelConfig
+from headjax.model.loss import model_inputs
 from headjax.model.transformer import Params
 
 NORMALIZATIONS = ("none", "layer_l2", "minmax", "sum_to_one")
-BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions")
 _TINY = 1e-20
 
 
@@ -77,15 +77,15 @@ def activation_pattern(params: Params, config: ModelConfig, batches: Iterable[di
                        progress: bool = True, total: int | None = None) -> PatternResult:
     """Stream `batches` (batch convention of `headjax.model.loss`), one backward pass per batch.
 
-    Only the array keys `BATCH_KEYS` of each batch are passed to the model (a batch may carry
-    other fields, e.g. task names). Params may be sharded: the per-batch function is jitted and
+    Only each batch's `model_inputs` are passed to the model (a batch may carry other fields,
+    e.g. task names). Params may be sharded: the per-batch function is jitted and
     follows their shardings. `total` sizes the progress bar when `batches` has no length.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: {normalization!r} not in {NORMALIZATIONS}")
     kept = []
     for batch in tqdm(batches, total=total, disable=not progress, desc="activation pattern"):
-        arrays = {key: jnp.asarray(batch[key]) for key in BATCH_KEYS if key in batch}
+        arrays = jax.tree.map(jnp.asarray, model_inputs(batch))
         scores, weights = _batch_scores(params, arrays, config, loss_kind)
         kept.append(np.asarray(scores)[np.asarray(weights) > 0])
     if not kept or sum(len(s) for s in kept) == 0:

@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from headjax.heads.patterns import BATCH_KEYS
 from headjax.heads.scores import sample_weights
 from headjax.model.config import ModelConfig
-from headjax.model.loss import per_sample_loss
+from headjax.model.loss import model_inputs, per_sample_loss
 from headjax.model.transformer import Params
 
 THRESHOLD_RULES = ("top_k", "zscore")
@@ -253,7 +252,7 @@ def ablation_effects(params: Params, config: ModelConfig, batches: Iterable[dict
                                  + [1.0 - m.astype(np.float32) for m in masks]))
     total, count = np.zeros(len(names)), 0.0
     for batch in batches:
-        arrays = {key: jnp.asarray(batch[key]) for key in BATCH_KEYS if key in batch}
+        arrays = jax.tree.map(jnp.asarray, model_inputs(batch))
         losses, weights = _set_losses(params, arrays, config, gates)
         increase = np.asarray(losses[1:] - losses[0]) * np.asarray(weights)
         total += increase.sum(axis=1)

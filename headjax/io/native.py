@@ -47,17 +47,22 @@ def save_native(path: str, params: Params, config: ModelConfig,
             tokenizer.save(os.path.join(staging, "tokenizer"))
 
 
-def load_native(path: str) -> tuple[Params, ModelConfig, TextTokenizer | None]:
-    """(params, config, tokenizer or None) from a native checkpoint directory."""
-    path = os.path.abspath(path)
-    config_path = os.path.join(path, CONFIG_FILE)
+def read_native_config(path: str) -> ModelConfig:
+    """The `ModelConfig` of the native checkpoint directory `path` (no weight read)."""
+    config_path = os.path.join(os.path.abspath(path), CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no such file (not a headjax native checkpoint)")
     with open(config_path) as f:
         values = json.load(f)
     if values.pop("format", None) != FORMAT:
         raise ValueError(f"{config_path}: 'format' is not {FORMAT!r}")
-    config = config_from_dict(values, source=config_path)
+    return config_from_dict(values, source=config_path)
+
+
+def load_native(path: str) -> tuple[Params, ModelConfig, TextTokenizer | None]:
+    """(params, config, tokenizer or None) from a native checkpoint directory."""
+    path = os.path.abspath(path)
+    config = read_native_config(path)
     dtype = jax.numpy.dtype(config.param_dtype)
     abstract = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, dtype), param_shapes(config),
                             is_leaf=lambda x: isinstance(x, tuple))

@@ -8,9 +8,9 @@ import os
 import jax
 import jax.numpy as jnp
 
-from headjax.io.gguf import load_gguf, read_gguf
-from headjax.io.hf import load_hf
-from headjax.io.native import is_native, load_native
+from headjax.io.gguf import config_from_gguf, load_gguf, read_gguf
+from headjax.io.hf import config_from_hf, load_hf, read_config_json
+from headjax.io.native import is_native, load_native, read_native_config
 from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params
@@ -52,6 +52,17 @@ def locate(name_or_path: str) -> tuple[str, str]:
     raise FileNotFoundError(
         f"{name_or_path}: not a known model name ({sorted(REGISTRY)}), a .gguf file, or a "
         "checkpoint directory")
+
+def read_model_config(name_or_path: str) -> ModelConfig:
+    """The `ModelConfig` of `name_or_path` (as `load_pretrained` accepts) from its metadata only:
+    GGUF header, `model_config.json` or `config.json`; no weight is read."""
+    kind, path = locate(name_or_path)
+    if kind == "gguf":
+        return config_from_gguf(read_gguf(path), source=path)
+    if kind == "native":
+        return read_native_config(path)
+    config_path = os.path.join(path, "config.json")
+    return config_from_hf(read_config_json(config_path), source=config_path)
 
 
 def load_pretrained(name_or_path: str, *, dtype: str = "float32"

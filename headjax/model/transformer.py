@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, Int
 
 from headjax.model import attention, block
 from headjax.model.config import ModelConfig
+from headjax.parallel.rules import constrain
 
 Params = dict
 
@@ -93,15 +94,18 @@ def init(key: jax.Array, config: ModelConfig, *, std: float = 0.02) -> Params:
 class ForwardOutput(NamedTuple):
     """What `forward` returns.
 
-    logits: f32[batch, seq, vocab].
+    logits: f32[batch, seq, vocab], or None with `return_hidden`.
     attention: f32[batch, layers, heads, q, k] post-softmax probabilities, or None.
     head_outputs: [batch, layers, seq, heads, head_dim] per-head attention outputs before the
       gate and `o_proj` (TransformerLens' `z`), or None.
+    hidden: [batch, seq, d_model] residual stream after the last layer (before the final norm)
+      with `return_hidden`, or None.
     """
 
-    logits: Float[Array, "batch seq vocab"]
+    logits: Float[Array, "batch seq vocab"] | None
     attention: Float[Array, "batch layers heads q k"] | None = None
     head_outputs: Float[Array, "batch layers seq heads head_dim"] | None = None
+    hidden: Float[Array, "batch seq d_model"] | None = None
 
 
 def embed_tokens(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
@@ -127,7 +131,8 @@ def unembed(params: Params, x: Float[Array, "batch seq d_model"], config: ModelC
         logits = jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=out_dtype)
     else:
         logits = jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=out_dtype)
-    return attention.soft_cap(logits, config.final_logit_softcap)
+    return constrain(attention.soft_cap(logits, config.final_logit_softcap),
+                     ("batch", "seq", "vocab"))
 
 
 def cast_params(params: Params, config: ModelConfig) -> Params:
@@ -141,7 +146,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             positions: Int[Array, "batch seq"] | None = None,
             segment_ids: Int[Array, "batch seq"] | None = None,
             return_attention: bool = False,
-            return_head_outputs: bool = False) -> ForwardOutput:
+            return_head_outputs: bool = False,
+            return_hidden: bool = False) -> ForwardOutput:
     """Run the model on `tokens` `[batch, seq]`.
 
     Args:
@@ -153,6 +159,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
         Default: all ones (a single causal sequence per row).
       return_attention: also return post-softmax probabilities (forces the einsum path).
       return_head_outputs: also return per-head outputs `z`.
+      return_hidden: return the last residual stream instead of the logits (for a loss that
+        projects onto the vocabulary piece by piece, `headjax.model.loss`).
     """
     batch, seq = tokens.shape
     if positions is None:
@@ -163,14 +171,14 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     params = cast_params(params, config)
     slots = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
     context = block.layer_context(config, positions, slots, slots, segment_ids, segment_ids)
-    x = embed_tokens(params, tokens, config)
+    x = constrain(embed_tokens(params, tokens, config), ("batch", "seq", "embed"))
 
     def body(x, scanned):
         layer, gate, spec = scanned
         x, out = block.decoder_block(layer, x, gate, spec, context, config,
                                      return_attention=return_attention,
                                      return_head_outputs=return_head_outputs)
-        return x, (out.probs, out.z)
+        return constrain(x, ("batch", "seq", "embed")), (out.probs, out.z)
 
     if config.remat != "none":
         body = jax.checkpoint(body, policy=None if config.remat == "full"
@@ -184,9 +192,9 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             x, out = body(x, jax.tree.map(lambda a, i=i: a[i], scanned))
             outs.append(out)
         probs, z = jax.tree.map(lambda *a: jnp.stack(a), *outs) if outs else (None, None)
-    logits = unembed(params, x, config)
     return ForwardOutput(
-        logits=logits,
+        logits=None if return_hidden else unembed(params, x, config),
         attention=jnp.swapaxes(probs, 0, 1) if return_attention else None,
         head_outputs=jnp.swapaxes(z, 0, 1) if return_head_outputs else None,
+        hidden=x if return_hidden else None,
     )

@@ -4,15 +4,23 @@ from headjax.parallel.distributed import global_batch, maybe_initialize, should_
 from headjax.parallel.mesh import MESH_AXES, make_mesh, resolve_axis_sizes
 from headjax.parallel.rules import (
     DEFAULT_RULES,
+    activation_sharding,
     batch_shardings,
+    batch_spec,
+    constrain,
+    is_small_param,
     like_params,
     logical_to_spec,
+    param_shardings,
     replicated,
+    replicated_params,
     tree_shardings,
+    with_activation_sharding,
 )
 
 __all__ = [
-    "DEFAULT_RULES", "MESH_AXES", "batch_shardings", "global_batch", "like_params",
-    "logical_to_spec", "make_mesh", "maybe_initialize", "replicated", "resolve_axis_sizes",
-    "should_initialize", "tree_shardings",
+    "DEFAULT_RULES", "MESH_AXES", "activation_sharding", "batch_shardings", "batch_spec",
+    "constrain", "global_batch", "is_small_param", "like_params", "logical_to_spec", "make_mesh",
+    "maybe_initialize", "param_shardings", "replicated", "replicated_params",
+    "resolve_axis_sizes", "should_initialize", "tree_shardings", "with_activation_sharding",
 ]

@@ -15,6 +15,7 @@ import ml_collections
 from headjax.heads.scores import LOSS_KINDS
 from headjax.lora import TARGETS
 from headjax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
+from headjax.model.presets import ARCHITECTURES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
 from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
@@ -35,6 +36,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots
     c.model.attention_impl = "xla"  # xla | fused
     c.model.scan_layers = True
+    # A preset shape (headjax.model.presets) for `--dry_run` when model.pretrained is not on
+    # this machine; "" = read the shape from model.pretrained's metadata.
+    c.model.architecture = ""
 
     c.data = ml_collections.ConfigDict()
     c.data.tasks = ("basic_arithmetic",)
@@ -66,6 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.trainable_kv = True  # with trainable_heads: also their key/value group
     c.train.seed = 0
     c.train.log_every = 1
+    # Memory knobs (the dry run shows what each saves).
+    c.train.opt_state_dtype = "float32"  # AdamW first moment: float32 | bfloat16
+    c.train.loss_chunk = 0  # positions per vocabulary projection; 0 = whole logits at once
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
@@ -138,6 +145,8 @@ CHOICES = {
     "model.param_dtype": DTYPES,
     "model.remat": REMAT_POLICIES,
     "model.attention_impl": ATTENTION_IMPLS,
+    "model.architecture": ("",) + tuple(ARCHITECTURES),
+    "train.opt_state_dtype": ("float32", "bfloat16"),
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "distributed.mode": MODES,
@@ -155,7 +164,7 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "guide.head_fraction", "lora.rank", "lora.alpha", "select.pool_samples",
             "select.fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-                "checkpoint.every", "eval.every", "heads.every")
+                "checkpoint.every", "eval.every", "heads.every", "train.loss_chunk")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

@@ -235,3 +235,51 @@ def export_final(config: ml_collections.ConfigDict, state: TrainState, model_con
                     base_model=config.model.pretrained)
         log.info("LoRA adapters written to %s", path.with_name("final_adapter"))
     return path
+
+
+def planned_model_config(config: ml_collections.ConfigDict):
+    """The model's shape for a dry run: `model.pretrained`'s metadata (no weight read), or the
+    `model.architecture` preset when the checkpoint is not on this machine."""
+    from headjax.io.pretrained import read_model_config
+    from headjax.model.presets import ARCHITECTURES, architecture
+
+    try:
+        return read_model_config(config.model.pretrained)
+    except (FileNotFoundError, ModuleNotFoundError) as err:
+        if not config.model.architecture:
+            raise FileNotFoundError(
+                f"config.model.pretrained: {err}; to plan without the checkpoint set "
+                f"config.model.architecture to one of {tuple(ARCHITECTURES)}") from None
+    return architecture(config.model.architecture)
+
+
+def dry_run(config: ml_collections.ConfigDict, *, devices: int = 0, chip: str = "",
+            knobs: bool = False):
+    """(report text, fits, plan) of `headjax.train.dry_run.plan` for `config` on `devices` devices:
+    a `chip` TPU slice's compile-only devices when libtpu is installed, else simulated CPU
+    devices (JAX must not have started yet). devices=0: the mesh's product of sizes. `fits`
+    is whether the plan fits `chip` (True without one). knobs: also compile the train step
+    with each memory knob switched."""
+    import math
+
+    from headjax.parallel import hardware
+    from headjax.train.dry_run import format_plan, knob_savings, plan
+
+    validate(config)
+    if chip:
+        hardware.chip(chip)
+    sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+    if devices <= 0:
+        if -1 in sizes:
+            raise ValueError("--devices: the mesh has an axis of -1 (fill the devices); name "
+                             "the device count")
+        devices = math.prod(sizes)
+    if chip and hardware.CHIPS[chip].tpu and hardware.has_libtpu():
+        device_list = hardware.tpu_devices(chip, devices)
+    else:
+        hardware.simulate_cpu_devices(devices)
+        device_list = jax.devices()[:devices]
+    model_config = planned_model_config(config)
+    result = plan(config, model_config, devices=device_list)
+    rows = knob_savings(config, model_config, devices=device_list) if knobs else ()
+    return format_plan(result, rows), (result.fits(chip) if chip else True), result

@@ -3,7 +3,9 @@
 Gradient accumulation splits the batch into `grad_accum` micro-batches (rows i, i+A, i+2A, ...
 so each device keeps its rows), sums their answer-token losses and gradients with `lax.scan`
 and divides by the batch's answer-token count: the result equals the full-batch step.
-Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`.
+Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`;
+`loss_chunk > 0` projects onto the vocabulary that many positions at a time
+(`headjax.model.loss.chunked_token_losses`).
 In a LoRA run (`state.params` a `headjax.lora.LoraParams`) the gradient is taken with respect to
 the adapters only, through the merged weights W + (alpha / r) a @ b; the base stays as it is.
 """
@@ -49,12 +51,14 @@ def _micro_batches(batch: dict, grad_accum: int) -> dict:
 
 
 def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
-                          grad_accum: int, to_model: Callable[[Any], Any] | None = None
-                          ) -> tuple[jax.Array, Any]:
+                          grad_accum: int, to_model: Callable[[Any], Any] | None = None,
+                          loss_chunk: int = 0) -> tuple[jax.Array, Any]:
     """(sum of answer-token losses, its gradient w.r.t. `params`) over `batch`, in `grad_accum`
-    micro-batches. to_model: `params` -> the model's params (default: `params` themselves)."""
+    micro-batches. to_model: `params` -> the model's params (default: `params` themselves);
+    loss_chunk: positions per vocabulary projection (0: all at once)."""
     def summed(p, micro):
-        losses, _ = batch_token_losses(p if to_model is None else to_model(p), micro, config)
+        losses, _ = batch_token_losses(p if to_model is None else to_model(p), micro, config,
+                                       chunk=loss_chunk)
         return losses.sum()
 
     grad_fn = jax.value_and_grad(summed)
@@ -73,7 +77,8 @@ def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
 
 
 def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum: int = 1) -> StepFn:
+                    schedule: optax.Schedule, *, grad_accum: int = 1,
+                    loss_chunk: int = 0) -> StepFn:
     """`step(state, batch) -> (state, metrics)`; metrics: loss, grad_norm, lr, tokens,
     answer_tokens (f32 scalars). `lr` is the rate this step applied."""
     if grad_accum < 1:
@@ -84,7 +89,8 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
         train = trainable(state.params)
         to_model = (None if train is state.params
                     else lambda t: model_params(with_trainable(state.params, t)))
-        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum, to_model)
+        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum, to_model,
+                                                loss_chunk)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, train)
         params = with_trainable(state.params, optax.apply_updates(train, updates))
