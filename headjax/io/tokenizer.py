@@ -1,7 +1,7 @@
 """`TextTokenizer`: a `tokenizers.Tokenizer` plus special tokens and a Jinja chat template.
 
 Loads from a `tokenizer.json`, a Hugging Face directory, or the `tokenizer.ggml.*` metadata of a
-GGUF file (byte-level BPE, rebuilt the way transformers' GGUF integration does, without torch).
+GGUF file (`headjax.io.gguf_tokenizer`: byte-level BPE or Gemma's SentencePiece vocabulary).
 Chat templates render with jinja2 exactly as transformers renders them (sandboxed environment,
 `trim_blocks`, `lstrip_blocks`, `raise_exception`, `strftime_now`, special tokens as variables).
 """
@@ -17,38 +17,10 @@ import jinja2
 import jinja2.ext
 import jinja2.sandbox
 from gguf import GGUFReader
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer
 
-from headjax.io.gguf import field, read_gguf
-
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# `tokenizer.ggml.pre` values whose merges were learned on a split other than GPT-2's; any other
-# value gets GPT-2's byte-level split (as transformers does).
-GGUF_PRE_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT,
-                   "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
-                   "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
-GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[byte] = chr(byte)
-        else:
-            chars[byte] = chr(256 + extra)
-            extra += 1
-    return chars
+from headjax.io.gguf import read_gguf
+from headjax.io.gguf_tokenizer import gguf_tokenizer
 
 
 def _template_environment() -> jinja2.Environment:
@@ -166,46 +138,8 @@ class TextTokenizer:
     def from_gguf(cls, path: str, *, reader: GGUFReader | None = None) -> TextTokenizer:
         """From the `tokenizer.ggml.*` metadata and `tokenizer.chat_template` of a GGUF file
         (`reader`: an already open `read_gguf(path)`)."""
-        reader = reader or read_gguf(path)
-        kind = field(reader, "tokenizer.ggml.model")
-        if kind != "gpt2":
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.model': tokenizer {kind!r} is not "
-                             "supported (supported: 'gpt2' byte-level BPE)")
-        tokens = field(reader, "tokenizer.ggml.tokens")
-        merges = field(reader, "tokenizer.ggml.merges")
-        if tokens is None or merges is None:
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.tokens'/'merges' missing")
-        types = field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
-        spelling = _bytes_to_unicode()
-        alphabet = set(spelling.values())
-        vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode())): i
-                 for i, t in enumerate(tokens)}
-        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges],
-                                         fuse_unk=False, byte_fallback=False))
-        split = GGUF_PRE_SPLITS.get(field(reader, "tokenizer.ggml.pre"))
-        tokenizer.pre_tokenizer = (
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True) if split is None
-            else pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
-        tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.add_special_tokens([
-            AddedToken(t, normalized=False, special=True)
-            for t, kind in zip(tokens, types, strict=True)
-            if kind == GGUF_CONTROL and set(t) <= alphabet])
-        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False)
-                              for t, kind in zip(tokens, types, strict=True)
-                              if kind == GGUF_USER_DEFINED and t in vocab])
-
-        def special(key: str) -> str | None:
-            token_id = field(reader, f"tokenizer.ggml.{key}")
-            return None if token_id is None else tokens[token_id]
-
-        if special("eos_token_id") is None:
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.eos_token_id' missing")
-        return cls(tokenizer, chat_template=field(reader, "tokenizer.chat_template"),
-                   eos_token=special("eos_token_id"), pad_token=special("padding_token_id"),
-                   bos_token=special("bos_token_id"), unk_token=special("unknown_token_id"))
+        tokenizer, special_tokens = gguf_tokenizer(reader or read_gguf(path), source=path)
+        return cls(tokenizer, **special_tokens)
 
     def save(self, directory: str) -> None:
         """Write tokenizer.json and tokenizer_config.json (with the chat template) into
