@@ -101,3 +101,21 @@ def test_sentencepiece_vocabulary_of_other_architectures_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"llama_spm.gguf: metadata 'tokenizer.ggml.model': "
                                          r"tokenizer 'llama' of architecture 'llama'"):
         TextTokenizer.from_gguf(path)
+
+
+def test_gemma_vocabulary_saves_as_a_transformers_tokenizer(gemma_file, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    directory, filename = gemma_file
+    ours = TextTokenizer.from_gguf(f"{directory}/{filename}")
+    ours.save(str(tmp_path))
+    reloaded = TextTokenizer.from_hf_dir(str(tmp_path))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert reloaded.stop_token_ids == ours.stop_token_ids == (1, SPECIALS.index("<end_of_turn>"))
+    messages = [{"role": "user", "content": "the world"}]
+    assert reloaded.apply_chat_template(messages, add_generation_prompt=True) == (
+        ours.apply_chat_template(messages, add_generation_prompt=True))
+    for text in TEXTS:
+        ids = ours.encode(text)
+        assert reloaded.encode(text) == ids
+        assert reference(text, add_special_tokens=False)["input_ids"] == ids
+        assert reference.decode(ids, skip_special_tokens=True) == ours.decode(ids)

@@ -49,6 +49,26 @@ def _token_text(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _read_tokenizer_json(path: str) -> Tokenizer:
+    """A `tokenizers.Tokenizer` from a tokenizer.json; a missing or bad file raises naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as err:  # tokenizers raises a bare Exception on bad JSON
+        raise ValueError(f"{path}: not a readable tokenizer.json ({err})") from err
+
+
+def _generation_stop_ids(directory: str) -> list[int]:
+    """`eos_token_id` (an id or a list) of `directory`/generation_config.json; [] without it."""
+    path = os.path.join(directory, "generation_config.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        ids = json.load(f).get("eos_token_id")
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
 class TextTokenizer:
     """Text <-> token ids, special tokens and the chat template of one model.
 
@@ -103,19 +123,14 @@ class TextTokenizer:
     def from_file(cls, tokenizer_json_path: str, chat_template: str | None = None, *,
                   eos_token: str, **special_tokens) -> TextTokenizer:
         """From a `tokenizer.json` file; special tokens given by their text."""
-        if not os.path.isfile(tokenizer_json_path):
-            raise FileNotFoundError(f"{tokenizer_json_path}: no such file")
-        try:
-            tokenizer = Tokenizer.from_file(tokenizer_json_path)
-        except Exception as err:  # tokenizers raises a bare Exception on bad JSON
-            raise ValueError(f"{tokenizer_json_path}: not a readable tokenizer.json ({err})"
-                             ) from err
-        return cls(tokenizer, chat_template=chat_template, eos_token=eos_token, **special_tokens)
+        return cls(_read_tokenizer_json(tokenizer_json_path), chat_template=chat_template,
+                   eos_token=eos_token, **special_tokens)
 
     @classmethod
     def from_hf_dir(cls, path: str) -> TextTokenizer:
-        """From a Hugging Face directory: tokenizer.json, tokenizer_config.json and the chat
-        template (in tokenizer_config.json or chat_template.jinja)."""
+        """From a Hugging Face directory: tokenizer.json, tokenizer_config.json, the chat
+        template (in tokenizer_config.json or chat_template.jinja) and the stop tokens
+        (`eos_token_id` of generation_config.json, when present)."""
         config_path = os.path.join(path, "tokenizer_config.json")
         config = {}
         if os.path.isfile(config_path):
@@ -129,10 +144,13 @@ class TextTokenizer:
         eos = _token_text(config.get("eos_token"))
         if eos is None:
             raise ValueError(f"{config_path}: no 'eos_token'")
-        return cls.from_file(os.path.join(path, "tokenizer.json"), template, eos_token=eos,
-                             pad_token=_token_text(config.get("pad_token")),
-                             bos_token=_token_text(config.get("bos_token")),
-                             unk_token=_token_text(config.get("unk_token")))
+        tokenizer = _read_tokenizer_json(os.path.join(path, "tokenizer.json"))
+        stops = [tokenizer.id_to_token(i) for i in _generation_stop_ids(path)]
+        return cls(tokenizer, chat_template=template, eos_token=eos,
+                   pad_token=_token_text(config.get("pad_token")),
+                   bos_token=_token_text(config.get("bos_token")),
+                   unk_token=_token_text(config.get("unk_token")),
+                   stop_tokens=[t for t in stops if t is not None])
 
     @classmethod
     def from_gguf(cls, path: str, *, reader: GGUFReader | None = None) -> TextTokenizer:
@@ -142,8 +160,9 @@ class TextTokenizer:
         return cls(tokenizer, **special_tokens)
 
     def save(self, directory: str) -> None:
-        """Write tokenizer.json and tokenizer_config.json (with the chat template) into
-        `directory`, loadable by transformers' AutoTokenizer."""
+        """Write tokenizer.json and tokenizer_config.json (with the chat template), loadable by
+        transformers' AutoTokenizer, and the stop tokens as generation_config.json's
+        `eos_token_id` into `directory`."""
         os.makedirs(directory, exist_ok=True)
         self.tokenizer.save(os.path.join(directory, "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False,
@@ -154,3 +173,5 @@ class TextTokenizer:
             config["chat_template"] = self.chat_template
         with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
             json.dump(config, f, indent=2)
+        with open(os.path.join(directory, "generation_config.json"), "w") as f:
+            json.dump({"eos_token_id": list(self.stop_token_ids)}, f, indent=2)
