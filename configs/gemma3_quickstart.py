@@ -3,8 +3,11 @@ examples) on a second model family.
 
 Gemma 3 270M is the pretrained (not instruction-tuned) model, its Q4_K_M weights dequantised to
 float32; prompts use Gemma's turn format (<start_of_turn>user ... <start_of_turn>model) and
-answers end with <end_of_turn>. Its 262k-token vocabulary makes the logits 5.3x wider than
-SmolLM2's: a step runs as 2 micro-batches of 4, evaluation and head scoring in batches of 8.
+answers end with <end_of_turn>. The pretrained model has not learned to end a turn: before SFT
+<end_of_turn> costs it about 32 nats (the answer digit about 5-7), so the step-0 loss is near 19,
+and it answers by repeating the question. Its 262k-token vocabulary makes the logits 5.3x wider
+than SmolLM2's: a step runs as 2 micro-batches of 4, evaluation and head scoring in batches of 8
+(peak memory about 11 GB).
 Patterns are recorded at steps 0, 10, 20, 30 and 40 (run_dir/patterns/step_*.npz).
 """
 
