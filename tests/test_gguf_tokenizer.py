@@ -85,14 +85,14 @@ def test_gemma_chat_template(gemma_file):
     messages = [{"role": "system", "content": "Be brief. "},
                 {"role": "user", "content": " Hi"}, {"role": "assistant", "content": "Hello\n"},
                 {"role": "user", "content": "Bye"}]
-    assert ours.apply_chat_template(messages, add_generation_prompt=True) == (
+    assert ours.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
         "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
         "<start_of_turn>model\nHello<end_of_turn>\n"
         "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
-    assert ours.apply_chat_template(messages[1:2], add_generation_prompt=False) == (
+    assert ours.apply_chat_template(messages[1:2], add_generation_prompt=False, tokenize=False) == (
         "<bos><start_of_turn>user\nHi<end_of_turn>\n")
     with pytest.raises(Exception, match="alternate"):
-        ours.apply_chat_template(messages[1:2] * 2, add_generation_prompt=True)
+        ours.apply_chat_template(messages[1:2] * 2, add_generation_prompt=True, tokenize=False)
 
 
 def test_sentencepiece_vocabulary_of_other_architectures_is_refused(tmp_path):
@@ -112,8 +112,8 @@ def test_gemma_vocabulary_saves_as_a_transformers_tokenizer(gemma_file, tmp_path
     reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert reloaded.stop_token_ids == ours.stop_token_ids == (1, SPECIALS.index("<end_of_turn>"))
     messages = [{"role": "user", "content": "the world"}]
-    assert reloaded.apply_chat_template(messages, add_generation_prompt=True) == (
-        ours.apply_chat_template(messages, add_generation_prompt=True))
+    assert reloaded.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
+        ours.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     for text in TEXTS:
         ids = ours.encode(text)
         assert reloaded.encode(text) == ids
