@@ -24,10 +24,12 @@ def token_losses(logits: Float[Array, "batch seq vocab"], tokens) -> Float[Array
     return jnp.pad(ce, ((0, 0), (1, 0)))
 
 
-def batch_token_losses(params: Params, batch: dict, config: ModelConfig, gates=None
+def batch_token_losses(params: Params, batch: dict, config: ModelConfig, gates=None, *,
+                       adapters=None
                        ) -> tuple[Float[Array, "batch seq"], Float[Array, "batch seq"]]:
-    """(masked per-token losses, loss mask) for `batch`, with optional per-head `gates`."""
-    logits = forward(params, batch["tokens"], config, gates=gates,
+    """(masked per-token losses, loss mask) for `batch`, with optional per-head `gates` and
+    low-rank `adapters` (see `forward`)."""
+    logits = forward(params, batch["tokens"], config, gates=gates, adapters=adapters,
                      positions=batch.get("positions"),
                      segment_ids=batch.get("segment_ids")).logits
     mask = batch["loss_mask"].astype(jnp.float32).at[:, 0].set(0.0)

@@ -141,7 +141,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             positions: Int[Array, "batch seq"] | None = None,
             segment_ids: Int[Array, "batch seq"] | None = None,
             return_attention: bool = False,
-            return_head_outputs: bool = False) -> ForwardOutput:
+            return_head_outputs: bool = False,
+            adapters: block.Adapters | None = None) -> ForwardOutput:
     """Run the model on `tokens` `[batch, seq]`.
 
     Args:
@@ -153,6 +154,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
         Default: all ones (a single causal sequence per row).
       return_attention: also return post-softmax probabilities (forces the einsum path).
       return_head_outputs: also return per-head outputs `z`.
+      adapters: low-rank adapters applied inside the projections (`headjax.model.adapter`,
+        built by `headjax.lora.layer_adapters`), scanned with the layer params; None: none.
     """
     batch, seq = tokens.shape
     if positions is None:
@@ -166,8 +169,9 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     x = embed_tokens(params, tokens, config)
 
     def body(x, scanned):
-        layer, gate, spec = scanned
+        layer, gate, spec, layer_adapters = scanned
         x, out = block.decoder_block(layer, x, gate, spec, context, config,
+                                     adapters=layer_adapters,
                                      return_attention=return_attention,
                                      return_head_outputs=return_head_outputs)
         return x, (out.probs, out.z)
@@ -175,7 +179,7 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     if config.remat != "none":
         body = jax.checkpoint(body, policy=None if config.remat == "full"
                               else jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
-    scanned = (params["layers"], per_layer_gates, block.layer_spec(config))
+    scanned = (params["layers"], per_layer_gates, block.layer_spec(config), adapters)
     if config.scan_layers:
         x, (probs, z) = jax.lax.scan(body, x, scanned)
     else:
