@@ -77,6 +77,8 @@ def test_unmerged_equals_merged(tiny, targets, heads):
         assert np.abs(want).max() > 0
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
+    if len(targets) == 1:
+        return  # gate gradients (head scores): on the target sets below
     gates = jnp.ones((config.num_layers, config.num_heads))
     score = jax.jit(jax.grad(_summed_loss, argnums=4), static_argnums=3)
     ours = score(params.base, params.unmerged()[1], batch, config, gates)
