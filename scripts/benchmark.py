@@ -3,6 +3,7 @@ a Llama-class bf16 SFT step on an accelerator.
 
     python scripts/benchmark.py --sections=forward,sft,heads --output=/tmp/bench.json
     python scripts/benchmark.py --sections=cpu_ratio --pairs=7
+    python scripts/benchmark.py --sections=lora --lora_rank=8   # LoRA step beside full SFT
     python scripts/benchmark.py --sections=accelerator       # one GPU or TPU chip, < 8 minutes
 
 Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.bench`. The
@@ -22,10 +23,11 @@ from headjax import cli
 from headjax.bench import accelerator, report, sections
 from headjax.bench.machine import cpu_description
 from headjax.bench.paired import cpu_ratio_section
-from headjax.bench.sft import bench_config
+from headjax.bench.sft import LORA, bench_config
 from headjax.io.output import check_output
+from headjax.lora import lora_spec
 
-SECTIONS = ("forward", "sft", "heads", "cpu_ratio", "tracking", "accelerator")
+SECTIONS = ("forward", "sft", "lora", "heads", "cpu_ratio", "tracking", "accelerator")
 DEFAULT_SECTIONS = ("forward", "sft", "heads")
 SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim")
 FLAGS = flags.FLAGS
@@ -33,15 +35,21 @@ flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Sections to run, among {
 flags.DEFINE_integer("repeats", 3, "Warm (post-compile) repeats per measurement; medians.")
 flags.DEFINE_integer("batch", 8, "forward: batch size.")
 flags.DEFINE_integer("seq", 64, "forward: sequence length.")
-flags.DEFINE_integer("sft_batch", 8, "sft, cpu_ratio: batch size.")
-flags.DEFINE_integer("sft_seq", 128, "sft, cpu_ratio: sequence length.")
+flags.DEFINE_integer("sft_batch", 8, "sft, lora, cpu_ratio: batch size.")
+flags.DEFINE_integer("sft_seq", 128, "sft, lora, cpu_ratio: sequence length.")
+flags.DEFINE_integer("lora_rank", LORA["rank"], "lora: adapter rank r.")
+flags.DEFINE_float("lora_alpha", LORA["alpha"], "lora: alpha (scale alpha / r).")
+flags.DEFINE_list("lora_targets", LORA["targets"], "lora: adapted projections among "
+                  "q, k, v, o, gate, up, down.")
+flags.DEFINE_float("lora_dropout", LORA["dropout"], "lora: dropout on the adapter input.")
 flags.DEFINE_integer("pairs", 7, "cpu_ratio: interleaved (headjax, PyTorch) step pairs, >= 5.")
 flags.DEFINE_integer("head_samples", 256, "heads: samples of the task.")
 flags.DEFINE_integer("head_batch", 16, "heads: batch size.")
 flags.DEFINE_integer("head_seq", 64, "heads: sequence length.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
 for size in SIZES:
-    flags.DEFINE_integer(f"model_{size}", None, f"sft, cpu_ratio: override SmolLM2's {size}.")
+    flags.DEFINE_integer(f"model_{size}", None, f"sft, lora, cpu_ratio: override SmolLM2's "
+                         f"{size}.")
     flags.DEFINE_integer(f"accel_{size}", None, f"accelerator: override Llama-1B's {size}.")
 flags.DEFINE_string("accel_dtype", "bfloat16", "accelerator: compute dtype.")
 flags.DEFINE_enum("accel_attention", "xla", accelerator.ATTENTION_IMPLS,
@@ -64,6 +72,11 @@ def _overrides(prefix: str) -> dict:
             if getattr(FLAGS, f"{prefix}_{size}") is not None}
 
 
+def _lora() -> dict:
+    return {"rank": FLAGS.lora_rank, "alpha": FLAGS.lora_alpha,
+            "targets": list(FLAGS.lora_targets), "dropout": FLAGS.lora_dropout}
+
+
 def _accelerator_config():
     return accelerator.LLAMA_1B.replace(dtype=FLAGS.accel_dtype,
                                         attention_impl=FLAGS.accel_attention,
@@ -77,6 +90,11 @@ def _usage_error() -> str | None:
         return f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}"
     if "cpu_ratio" in FLAGS.sections and FLAGS.pairs < 5:
         return f"--pairs: need at least 5 for a median with a spread, got {FLAGS.pairs}"
+    if "lora" in FLAGS.sections:
+        try:
+            lora_spec(**_lora())
+        except ValueError as error:
+            return f"--{error}".replace("--lora.", "--lora_", 1)
     for prefix in ("model", "accel"):
         try:
             (bench_config(_overrides("model")) if prefix == "model"
@@ -105,6 +123,12 @@ def main(argv):
                                               model_overrides=model)
         print(f"## SFT step, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}\n"
               f"{report.sft_table(results['sft'])}\n", flush=True)
+    if "lora" in FLAGS.sections:
+        results["lora"] = sections.lora_section(FLAGS.sft_batch, FLAGS.sft_seq, FLAGS.repeats,
+                                                _lora(), model_overrides=model)
+        print(f"## LoRA step beside full SFT, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}, "
+              f"rank {FLAGS.lora_rank}, targets {','.join(FLAGS.lora_targets)}\n"
+              f"{report.lora_table(results['lora'])}\n", flush=True)
     if "cpu_ratio" in FLAGS.sections:
         results["cpu_ratio"] = cpu_ratio_section(FLAGS.sft_batch, FLAGS.sft_seq, FLAGS.pairs,
                                                  model_overrides=model)

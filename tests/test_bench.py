@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -93,6 +94,31 @@ def test_cpu_ratio_section_pairs_two_worker_processes():
         cpu_ratio_section(2, 8, 4, model_overrides=TINY)
 
 
+def test_lora_section_runs_both_steps_in_their_own_processes():
+    from headjax.bench.sections import lora_section
+    from headjax.bench.sft import bench_config
+    from headjax.lora import lora_spec, trainable_count
+    from headjax.model import init
+
+    lora = {"rank": 2, "targets": ["q", "v", "down"]}
+    result = lora_section(2, 8, 2, lora, model_overrides=TINY)
+    steps = result["steps"]
+    assert set(steps) == {"headjax", "headjax_lora"}
+    for name, r in steps.items():
+        assert r["framework"] == name and len(r["runs_s"]) == 2 and r["warm_s"] > 0
+        assert r["tokens_per_s"] == pytest.approx(16 / r["warm_s"])
+        assert r["peak_rss_mib"] > 0
+    assert result["lora"] == {"rank": 2, "alpha": 16.0, "targets": ["q", "v", "down"],
+                              "dropout": 0.0}
+    # 2 layers x (q: 32x2 + 2x32, v: 32x2 + 2x16, down: 64x2 + 2x32)
+    assert result["trained_params"]["headjax_lora"] == 2 * (128 + 96 + 192) == trainable_count(
+        bench_config(TINY), lora_spec(2, 16.0, ("q", "v", "down")))
+    params = init(jax.random.key(0), bench_config(TINY))  # SmolLM2's tied embeddings
+    assert result["trained_params"]["headjax"] == sum(p.size for p in jax.tree.leaves(params))
+    table = report.lora_table(result)
+    assert "| full SFT |" in table and "| LoRA |" in table and "1.00x" in table
+
+
 def test_accelerator_section_end_to_end_on_cpu():
     config = accelerator.LLAMA_1B.replace(**TINY)
     peak = 1e12  # above any 2-core CPU's rate, so that MFU is a fraction
@@ -126,7 +152,9 @@ def test_benchmark_script_names_a_wrong_flag_and_exits_2():
     root = Path(__file__).resolve().parents[1]
     for args, flag in ((["--sections=cpu_ratio", "--pairs=3"], "--pairs"),
                        (["--sections=forward,bogus"], "--sections"),
-                       (["--sections=accelerator", "--accel_num_kv_heads=5"], "--accel_")):
+                       (["--sections=accelerator", "--accel_num_kv_heads=5"], "--accel_"),
+                       (["--sections=lora", "--lora_targets=q,x"], "--lora_targets"),
+                       (["--sections=lora", "--lora_rank=0"], "--lora_rank")):
         done = subprocess.run([sys.executable, str(root / "scripts/benchmark.py"), *args],
                               capture_output=True, text=True, cwd=root, check=False,
                               env={**os.environ, "PYTHONPATH": str(root)})

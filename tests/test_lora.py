@@ -4,8 +4,8 @@ that leaves every other head bit-identical, sharding like the adapted weights (s
 sharded step on 8 host devices equal to one device), runs through the trainer (resume, guide
 head selection, export).
 
-Bad input tried: dropout > 0, an unknown or repeated target, a zero rank, `guide.train_mlp`
-beside LoRA, a parameter mask given to a LoRA run, heads of the wrong shape.
+Bad input tried: dropout outside [0, 1), an unknown or repeated target, a zero rank,
+`guide.train_mlp` beside LoRA, a parameter mask given to a LoRA run, heads of the wrong shape.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def test_sharded_lora_steps_match_single_device(tmp_path):
 def test_config_errors_name_the_key(tiny, tiny_model_dir, tmp_path):
     from headjax.train import default_config
 
-    for field, value, match in (("dropout", 0.1, "lora.dropout: 0.1 is not supported"),
+    for field, value, match in (("dropout", 1.0, "lora.dropout: 1.0 not in \\[0, 1\\)"),
                                 ("targets", ("q", "x"), "lora.targets"),
                                 ("targets", ("q", "q"), "lora.targets"),
                                 ("rank", 0, "lora.rank: must be > 0")):

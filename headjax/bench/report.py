@@ -34,6 +34,23 @@ def sft_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def lora_table(results: dict) -> str:
+    """LoRA step beside the full SFT step: time, tokens/s, peak memory, trained parameters, and
+    each as a multiple of full SFT's."""
+    full = results["steps"]["headjax"]
+    device = lambda r: "n/a" if r["peak_device_mib"] is None else f"{r['peak_device_mib']:,.0f} MiB"
+    lines = ["| step | time | tokens/s | peak RSS | peak device memory | compile | trained "
+             "params | time / full | RSS / full |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, label in (("headjax", "full SFT"), ("headjax_lora", "LoRA")):
+        r = results["steps"][name]
+        lines.append(f"| {label} | {_ms(r['warm_s'])} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['peak_rss_mib']:,.0f} MiB | {device(r)} | {r['compile_s']:.1f} s | "
+                     f"{results['trained_params'][name]:,} | "
+                     f"{r['warm_s'] / full['warm_s']:.2f}x | "
+                     f"{r['peak_rss_mib'] / full['peak_rss_mib']:.2f}x |")
+    return "\n".join(lines)
+
+
 def heads_table(results: dict) -> str:
     """Totals over all samples and each as a multiple of the forward passes."""
     fwd = results["forward_total_s"]

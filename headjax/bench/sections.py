@@ -3,6 +3,7 @@
 forward:  forward and forward+backward of the LM loss, headjax (jit) vs PyTorch eager and sdpa.
 sft:      one full fine-tuning AdamW step; each framework in its own subprocess so that its peak
           resident memory is its own (`sft_worker`).
+lora:     a LoRA step beside a full SFT step (headjax), each in its own subprocess (`sft_worker`).
 heads:    the activation pattern (`headjax.heads.head_scores`) over a task's samples vs plain
           forwards over the same samples vs the naive one-ablation-forward-per-head method.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -18,10 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
-from headjax.bench.sft import bench_config, sft_runner, torch_labels
-from headjax.bench.timing import Timing, peak_rss_mib, time_eager, time_jitted
+from headjax.bench.sft import LORA, bench_config, sft_runner, torch_labels
+from headjax.bench.timing import Timing, peak_device_mib, peak_rss_mib, time_eager, time_jitted
 from headjax.heads.scores import head_scores
+from headjax.lora import lora_spec, trainable_count
 from headjax.model.loss import loss
+from headjax.model.transformer import param_shapes
 
 TORCH_ATTENTION = ("eager", "sdpa")
 
@@ -65,21 +69,23 @@ def forward_section(batch_size: int, seq: int, repeats: int) -> dict:
 
 
 def sft_worker(framework: str, batch_size: int, seq: int, repeats: int,
-               model_overrides: dict | None = None) -> dict:
-    """One AdamW full fine-tuning step in this process: timing, tokens/s, peak RSS."""
-    run, compile_s = sft_runner(framework, bench_config(model_overrides), batch_size, seq)
+               model_overrides: dict | None = None, lora: dict | None = None) -> dict:
+    """One AdamW SFT step (see `sft_runner`) in this process: timing, tokens/s, peak RSS and
+    peak device memory (None where the backend does not report it, e.g. CPU)."""
+    run, compile_s = sft_runner(framework, bench_config(model_overrides), batch_size, seq, lora)
     timing = time_eager(run, repeats=repeats)
     timing = Timing(compile_s, timing.warm_s, timing.runs_s)
     return {"framework": framework, **_timing(timing),
-            "tokens_per_s": batch_size * seq / timing.warm_s, "peak_rss_mib": peak_rss_mib()}
+            "tokens_per_s": batch_size * seq / timing.warm_s, "peak_rss_mib": peak_rss_mib(),
+            "peak_device_mib": peak_device_mib()}
 
 
 def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", "torch_sdpa"),
-                model_overrides: dict | None = None) -> dict:
+                model_overrides: dict | None = None, lora: dict | None = None) -> dict:
     """`sft_worker` for each framework, each in a fresh Python process."""
     results = {}
     for framework in frameworks:
-        args = json.dumps([framework, batch_size, seq, repeats, model_overrides])
+        args = json.dumps([framework, batch_size, seq, repeats, model_overrides, lora])
         code = ("import json, sys; from headjax.bench.sections import sft_worker; "
                 "print(json.dumps(sft_worker(*json.loads(sys.argv[1]))))")
         done = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
@@ -88,6 +94,22 @@ def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", 
             raise RuntimeError(f"sft_worker {framework} failed:\n{done.stderr[-4000:]}")
         results[framework] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
+
+
+def lora_section(batch_size: int, seq: int, repeats: int, lora: dict | None = None,
+                 model_overrides: dict | None = None) -> dict:
+    """A full SFT step ("headjax") and a LoRA step ("headjax_lora", adapters per `lora`, default
+    `headjax.bench.sft.LORA`), each in its own process, and the parameter counts trained."""
+    lora = {**LORA, **(lora or {})}
+    config = bench_config(model_overrides)
+    spec = lora_spec(lora["rank"], lora["alpha"], lora["targets"], dropout=lora["dropout"])
+    total = sum(math.prod(s) for s in jax.tree.leaves(
+        param_shapes(config), is_leaf=lambda x: isinstance(x, tuple)))
+    steps = sft_section(batch_size, seq, repeats, ("headjax", "headjax_lora"), model_overrides,
+                        lora)
+    return {"lora": lora, "trained_params": {"headjax": total,
+                                             "headjax_lora": trainable_count(config, spec)},
+            "steps": steps}
 
 
 def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,

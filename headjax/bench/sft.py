@@ -1,5 +1,5 @@
-"""One full fine-tuning AdamW step, ready to run repeatedly: headjax's trainer step or transformers
-PyTorch's, on the same model and batch (`headjax.bench.models`).
+"""One AdamW SFT step, ready to run repeatedly: headjax's trainer step (full fine-tuning, or LoRA
+as "headjax_lora") or transformers PyTorch's, on the same model and batch (`headjax.bench.models`).
 
 `sft_runner` does all the set-up (weights, optimizer state, compilation) and returns a callable
 that runs one synchronous step, so a caller can time steps one at a time (`headjax.bench.paired`
@@ -16,12 +16,15 @@ import jax.numpy as jnp
 import optax
 
 from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.lora import LoraParams, init_adapters, lora_spec
 from headjax.model.config import ModelConfig
 from headjax.train.optimizer import make_optimizer
 from headjax.train.state import create_state
 from headjax.train.step import make_train_step
 
 LEARNING_RATE = 1e-5
+LORA = {"rank": 8, "alpha": 16.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+        "dropout": 0.0}  # the "headjax_lora" step's adapters unless told otherwise
 
 
 def bench_config(overrides: dict | None = None) -> ModelConfig:
@@ -53,13 +56,23 @@ def train_state(params, seed: int = 0):
     return create_state(params, make_optimizer(optax.constant_schedule(LEARNING_RATE)), seed=seed)
 
 
-def sft_runner(framework: str, config: ModelConfig, batch_size: int, seq: int
-               ) -> tuple[Callable[[], None], float]:
-    """(run one SFT step and wait for it, compile seconds) for "headjax" or "torch_<attention>"."""
+def lora_train_state(params, config: ModelConfig, lora: dict, seed: int = 0):
+    """The trainer's initial LoRA state: `params` frozen, fresh adapters per `lora` (rank, alpha,
+    targets, dropout; see `LORA`), AdamW on the adapters only."""
+    spec = lora_spec(lora["rank"], lora["alpha"], lora["targets"], dropout=lora["dropout"])
+    adapters = init_adapters(jax.random.key(seed), config, spec)
+    return train_state(LoraParams(params, adapters, spec), seed=seed)
+
+
+def sft_runner(framework: str, config: ModelConfig, batch_size: int, seq: int,
+               lora: dict | None = None) -> tuple[Callable[[], None], float]:
+    """(run one SFT step and wait for it, compile seconds) for "headjax", "headjax_lora" (adapters
+    per `lora`, default `LORA`) or "torch_<attention>"."""
     params = headjax_params(config)
     batch = synthetic_batch(config, batch_size, seq)
-    if framework == "headjax":
-        state = train_state(params)
+    if framework in ("headjax", "headjax_lora"):
+        state = (train_state(params) if framework == "headjax"
+                 else lora_train_state(params, config, {**LORA, **(lora or {})}))
         del params
         batch = jax.tree.map(jnp.asarray, batch)
         compiled, compile_s = compiled_train_step(config, state, batch)

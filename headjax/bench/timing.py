@@ -48,3 +48,11 @@ def time_eager(fn: Callable[[], object], *, repeats: int) -> Timing:
 def peak_rss_mib() -> float:
     """High-water mark of this process's resident memory, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_device_mib() -> float | None:
+    """High-water mark of the first device's memory, MiB, where the backend reports it (GPU,
+    TPU); None otherwise (CPU: see `peak_rss_mib`)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20

@@ -1,4 +1,4 @@
-"""LoRA and head-LoRA adapters: a parameter transform merged inside the loss, PEFT export."""
+"""LoRA and head-LoRA adapters: unmerged in training, merged for evaluation and export; PEFT."""
 
 from headjax.lora.adapters import (
     RANK_AXIS,
@@ -10,7 +10,9 @@ from headjax.lora.adapters import (
     adapter_shapes,
     delta,
     init_adapters,
+    layer_adapters,
     lora_spec,
+    masked,
     merge,
     model_params,
     params_axes,
@@ -24,8 +26,8 @@ from headjax.lora.export import export_merged_hf, export_peft, peft_config, peft
 
 __all__ = [
     "RANK_AXIS", "TARGETS", "LoraParams", "LoraSpec", "adapter_axes", "adapter_masks",
-    "adapter_shapes", "delta", "export_merged_hf", "export_peft", "init_adapters", "lora_spec",
-    "merge", "model_params", "params_axes", "peft_config", "peft_tensors",
+    "adapter_shapes", "delta", "export_merged_hf", "export_peft", "init_adapters", "layer_adapters",
+    "lora_spec", "masked", "merge", "model_params", "params_axes", "peft_config", "peft_tensors",
     "restored_model_params", "trainable",
     "trainable_count", "with_rank_rule", "with_trainable",
 ]

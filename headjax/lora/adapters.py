@@ -1,4 +1,4 @@
-"""LoRA adapters as a parameter transform: W' = W + (alpha / r) A B, merged inside the loss.
+"""LoRA adapters: W' = W + (alpha / r) A B, applied unmerged in training, merged elsewhere.
 
 For a projection W with per-layer input dims `in` and output dims `out` (our layout, `[*in, *out]`,
 the transpose of torch's `[out, in]`), an adapter of rank r holds
@@ -6,19 +6,21 @@ the transpose of torch's `[out, in]`), an adapter of rank r holds
     a  [layers, *in, r]    (peft's lora_A.weight `[r, in]`, transposed)
     b  [layers, r, *out]   (peft's lora_B.weight `[out, r]`, transposed)
 
-and the model runs on W' = W + (alpha / r) * a @ b, which equals peft's
-y = x W^T + (alpha / r) B_peft A_peft x for every input. `a` starts U(-1/sqrt(in), 1/sqrt(in))
-(peft's default Kaiming-uniform), `b` starts at zero, so step 0 is the base model.
+`a` starts U(-1/sqrt(in), 1/sqrt(in)) (peft's default Kaiming-uniform), `b` starts at zero, so
+step 0 is the base model. Two equal ways to run the model:
+
+- unmerged (training): `layer_adapters` hands the masked adapters to `forward`, and each adapted
+  projection computes y = x W + (alpha / r) (dropout(x) a) b (`headjax.model.adapter.adapted`),
+  peft's y = x W^T + (alpha / r) B_peft A_peft dropout(x). The backward pass never forms a
+  weight-shaped gradient for a frozen W, and `spec.dropout` > 0 is the real LoRA dropout.
+- merged (evaluation, head scores, export): W' = W + (alpha / r) * a @ b (`merge`,
+  `model_params`); without dropout its outputs equal the unmerged ones.
 
 Head-LoRA: with `LoraSpec.heads` (bool `[layers, heads]`) a head axis of the adapter is masked to
 the chosen heads: q's `b[l, :, h, :]`, o's `a[l, h, :, :]`, k/v's `b[l, :, g, :]` for the chosen
 heads' key/value groups g; the other factor and the MLP targets are masked to the layers holding a
-chosen head. The mask is applied at init and inside the merge, so the delta of every other head
-(and layer) is exactly zero, its gradient too, and it never moves.
-
-The merged weight is the model's weight: head scores, evaluation and export of a LoRA model are
-those of `model_params(params)`. Dropout on the adapter input cannot be expressed as a merged
-weight; `lora.dropout` must be 0 (see docs/method.md).
+chosen head. The mask is applied at init, inside `layer_adapters` and inside the merge, so the
+delta of every other head (and layer) is exactly zero, its gradient too, and it never moves.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 from flax import struct
 
 from headjax.io.layout import LAYER_RULES
+from headjax.model.adapter import Adapters
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, param_axes, param_shapes
 
@@ -45,13 +48,15 @@ _IN_DIMS = {rule.key: rule.in_dims for rule in LAYER_RULES if rule.key in TARGET
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
-    """Adapter shape: rank r, alpha (scale alpha / r), targets (keys of `TARGETS`), and for
-    head-LoRA the chosen heads as a `[layers][heads]` tuple of bools (None: every head)."""
+    """Adapter shape: rank r, alpha (scale alpha / r), targets (keys of `TARGETS`), for
+    head-LoRA the chosen heads as a `[layers][heads]` tuple of bools (None: every head), and the
+    dropout rate on the adapter input in training (unmerged path only)."""
 
     rank: int
     alpha: float
     targets: tuple[str, ...]
     heads: tuple[tuple[bool, ...], ...] | None = None
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or self.rank <= 0:
@@ -60,6 +65,8 @@ class LoraSpec:
         if not self.targets or unknown or len(set(self.targets)) != len(self.targets):
             raise ValueError(f"lora.targets: {tuple(self.targets)} must name distinct targets "
                              f"among {tuple(TARGETS)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout: {self.dropout!r} not in [0, 1)")
 
     @property
     def scale(self) -> float:
@@ -72,14 +79,15 @@ class LoraSpec:
         return tuple(key for t, key in TARGETS.items() if t in self.targets)
 
 
-def lora_spec(rank: int, alpha: float, targets, heads=None) -> LoraSpec:
+def lora_spec(rank: int, alpha: float, targets, heads=None, dropout: float = 0.0) -> LoraSpec:
     """A `LoraSpec`; `heads` as any bool `[layers, heads]` array (or None)."""
     if heads is not None:
         heads = np.asarray(heads, bool)
         if heads.ndim != 2:
             raise ValueError(f"lora heads: shape {heads.shape}, expected [layers, heads]")
         heads = tuple(map(tuple, heads.tolist()))
-    return LoraSpec(rank=rank, alpha=float(alpha), targets=tuple(targets), heads=heads)
+    return LoraSpec(rank=rank, alpha=float(alpha), targets=tuple(targets), heads=heads,
+                    dropout=float(dropout))
 
 
 def adapter_axes(config: ModelConfig, spec: LoraSpec) -> dict:
@@ -168,15 +176,34 @@ def delta(a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
                               preferred_element_type=dtype)
 
 
+def masked(adapters: dict, spec: LoraSpec) -> dict:
+    """`adapters` times their head-LoRA masks (`adapter_masks`); as they are without heads."""
+    masks = adapter_masks(spec, jax.tree.map(lambda x: x.shape, adapters))
+    if masks is None:
+        return adapters
+    return {key: {f: x * masks[key][f].astype(x.dtype) for f, x in ab.items()}
+            for key, ab in adapters.items()}
+
+
+def layer_adapters(adapters: dict, spec: LoraSpec, rng: jax.Array | None = None) -> Adapters:
+    """The unmerged model's adapters, for `forward(..., adapters=)`: the masked `adapters`,
+    scale alpha / r, and with `rng` (raw u32[2] key data) and `spec.dropout` > 0 dropout keys,
+    one per layer. Without `rng` no dropout (evaluation, pattern scoring)."""
+    num_layers = next(iter(adapters.values()))["a"].shape[0]
+    keys = None
+    if rng is not None and spec.dropout > 0:
+        keys = jax.random.key_data(jax.random.split(jax.random.wrap_key_data(rng), num_layers))
+    return Adapters(weights=masked(adapters, spec), rng=keys, scale=spec.scale,
+                    dropout=spec.dropout)
+
+
 def merge(base: Params, adapters: dict, spec: LoraSpec) -> Params:
     """`base` with W + (alpha / r) (a * mask_a) @ (b * mask_b) for every adapted projection
     (the head-LoRA masks of `adapter_masks`; none without `spec.heads`)."""
-    masks = adapter_masks(spec, jax.tree.map(lambda x: x.shape, adapters))
+    adapters = masked(adapters, spec)
     layers = dict(base["layers"])
     for key in spec.keys:
         a, b = adapters[key]["a"], adapters[key]["b"]
-        if masks is not None:
-            a, b = a * masks[key]["a"].astype(a.dtype), b * masks[key]["b"].astype(b.dtype)
         w = layers[key]
         layers[key] = (w + delta(a, b, spec.scale)).astype(w.dtype)
     return {**base, "layers": layers}
@@ -194,6 +221,11 @@ class LoraParams:
     def merged(self) -> Params:
         """The model's params W + (alpha / r) a @ b (head-LoRA masks applied)."""
         return merge(self.base, self.adapters, self.spec)
+
+    def unmerged(self, rng: jax.Array | None = None) -> tuple[Params, Adapters]:
+        """(base params, `layer_adapters`) for `forward(base, ..., adapters=)`: the same model
+        run with the adapters inside the projections (with `rng`: training-time dropout)."""
+        return self.base, layer_adapters(self.adapters, self.spec, rng)
 
 
 def trainable(params: Any) -> Any:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from headjax.model.adapter import Adapters, adapted, adapter_of
 from headjax.model.config import ModelConfig
 from headjax.model.norms import rms_norm
 from headjax.model.rope import apply_rotary
@@ -20,14 +21,14 @@ MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 def project_qkv(layer: dict, x: Float[Array, "batch seq d_model"],
                 cos: Float[Array, "batch seq head_dim"], sin: Float[Array, "batch seq head_dim"],
-                config: ModelConfig):
+                config: ModelConfig, adapters: Adapters | None = None):
     """Rotated queries `[b, s, heads, hd]` and keys, plain values `[b, s, kv_heads, hd]`.
 
     With `config.qk_norm` each head of q and k is RMS-normalised (`q_norm`, `k_norm`) before RoPE.
+    `adapters`: this layer's low-rank adapters (`headjax.model.adapter`), or None.
     """
-    q = jnp.einsum("bsd,dhk->bshk", x, layer["q_proj"])
-    k = jnp.einsum("bsd,dhk->bshk", x, layer["k_proj"])
-    v = jnp.einsum("bsd,dhk->bshk", x, layer["v_proj"])
+    q, k, v = (adapted(x, layer[key], adapter_of(adapters, key), "bsd,dhk->bshk")
+               for key in ("q_proj", "k_proj", "v_proj"))
     if config.qkv_bias:
         q, k, v = q + layer["q_bias"], k + layer["k_bias"], v + layer["v_bias"]
     if config.qk_norm:
@@ -105,15 +106,16 @@ def attend(q: Float[Array, "batch q heads head_dim"], k: Float[Array, "batch k k
 
 
 def gated_output(layer: dict, heads_out: Float[Array, "batch seq heads head_dim"],
-                 gate: Float[Array, " heads"] | Float[Array, "batch heads"] | None
-                 ) -> Float[Array, "batch seq d_model"]:
+                 gate: Float[Array, " heads"] | Float[Array, "batch heads"] | None,
+                 adapters: Adapters | None = None) -> Float[Array, "batch seq d_model"]:
     """Scale each head's output by its gate, then apply `o_proj` (`[heads, hd, d_model]`).
 
     `gate` is `[heads]` (shared by the batch) or `[batch, heads]` (one gate set per sample, so
     that one backward pass yields per-sample gate gradients). None skips the multiply.
+    `adapters`: this layer's low-rank adapters (an "o_proj" adapter reads the gated outputs).
     """
     if gate is not None:
         gate = gate.astype(heads_out.dtype)
         gate = gate[None, None, :, None] if gate.ndim == 1 else gate[:, None, :, None]
         heads_out = heads_out * gate
-    return jnp.einsum("bshk,hkd->bsd", heads_out, layer["o_proj"])
+    return adapted(heads_out, layer["o_proj"], adapter_of(adapters, "o_proj"), "bshk,hkd->bsd")

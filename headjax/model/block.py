@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from headjax.model import attention
+from headjax.model.adapter import Adapters, adapted, adapter_of
 from headjax.model.config import ModelConfig
 from headjax.model.norms import rms_norm
 from headjax.model.rope import rotary_tables
@@ -103,11 +104,16 @@ def norm(x: Float[Array, "... d"], scale: Float[Array, " d"], config: ModelConfi
     return rms_norm(x, scale, config.norm_eps, plus_one=config.norm_plus_one)
 
 
-def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig
-        ) -> Float[Array, "batch seq d_model"]:
-    """Gated MLP: down(act(gate(x)) * up(x)) (SwiGLU with silu, GeGLU with gelu_tanh)."""
-    hidden = ACTIVATIONS[config.activation](x @ layer["gate_proj"]) * (x @ layer["up_proj"])
-    return hidden @ layer["down_proj"]
+def mlp(layer: dict, x: Float[Array, "batch seq d_model"], config: ModelConfig,
+        adapters: Adapters | None = None) -> Float[Array, "batch seq d_model"]:
+    """Gated MLP: down(act(gate(x)) * up(x)) (SwiGLU with silu, GeGLU with gelu_tanh), each
+    projection with its low-rank adapter from `adapters` when it has one."""
+    def project(h, key, equation):
+        return adapted(h, layer[key], adapter_of(adapters, key), equation)
+
+    hidden = (ACTIVATIONS[config.activation](project(x, "gate_proj", "bsd,df->bsf"))
+              * project(x, "up_proj", "bsd,df->bsf"))
+    return project(hidden, "down_proj", "bsf,fd->bsd")
 
 
 class BlockOut(NamedTuple):
@@ -123,6 +129,7 @@ class BlockOut(NamedTuple):
 
 def decoder_block(layer: dict, x: Float[Array, "batch q d_model"], gate, spec: LayerSpec,
                   context: Context, config: ModelConfig, *, cache=None,
+                  adapters: Adapters | None = None,
                   return_attention: bool = False, return_head_outputs: bool = False
                   ) -> tuple[Float[Array, "batch q d_model"], BlockOut]:
     """One block (module docstring) of one layer.
@@ -133,6 +140,7 @@ def decoder_block(layer: dict, x: Float[Array, "batch q d_model"], gate, spec: L
       cache: None (keys are the queries' own), or (cached_k, cached_v, start): this layer's cache
         `[b, max_len, kv_heads, hd]`; the new keys/values are written at slot `start` and
         attention reads the whole cache (the context's mask says which slots count).
+      adapters: this layer's low-rank adapters (`headjax.model.adapter.Adapters`), or None.
     """
     mask = context.mask
     if context.distance is not None:
@@ -142,7 +150,8 @@ def decoder_block(layer: dict, x: Float[Array, "batch q d_model"], gate, spec: L
     if rope.local_cos is not None:
         cos = jnp.where(spec.local, rope.local_cos, cos)
         sin = jnp.where(spec.local, rope.local_sin, sin)
-    q, k, v = attention.project_qkv(layer, norm(x, layer["attn_norm"], config), cos, sin, config)
+    q, k, v = attention.project_qkv(layer, norm(x, layer["attn_norm"], config), cos, sin, config,
+                                   adapters)
     new_k = new_v = None
     keys, values = k, v
     if cache is not None:
@@ -151,11 +160,11 @@ def decoder_block(layer: dict, x: Float[Array, "batch q d_model"], gate, spec: L
         keys = jax.lax.dynamic_update_slice(cached_k, new_k, (0, start, 0, 0))
         values = jax.lax.dynamic_update_slice(cached_v, new_v, (0, start, 0, 0))
     z, probs = attention.attend(q, keys, values, mask, config, return_probs=return_attention)
-    out = attention.gated_output(layer, z, gate)
+    out = attention.gated_output(layer, z, gate, adapters)
     if config.sandwich_norms:
         out = norm(out, layer["post_attn_norm"], config)
     x = x + out
-    out = mlp(layer, norm(x, layer["mlp_norm"], config), config)
+    out = mlp(layer, norm(x, layer["mlp_norm"], config), config, adapters)
     if config.sandwich_norms:
         out = norm(out, layer["post_mlp_norm"], config)
     x = x + out

@@ -78,11 +78,12 @@ def chunked_token_losses(params: Params, hidden: Float[Array, "batch seq d_model
 
 
 def batch_token_losses(params: Params, batch: Batch, config: ModelConfig, gates=None, *,
-                       chunk: int = 0
+                       chunk: int = 0, adapters=None
                        ) -> tuple[Float[Array, "batch seq"], Float[Array, "batch seq"]]:
-    """(masked per-token losses, loss mask) for `batch`, with optional per-head `gates`;
-    `chunk > 0` projects onto the vocabulary `chunk` positions at a time."""
-    out = forward(params, batch["tokens"], config, gates=gates,
+    """(masked per-token losses, loss mask) for `batch`, with optional per-head `gates` and
+    low-rank `adapters` (see `forward`); `chunk > 0` projects onto the vocabulary `chunk`
+    positions at a time."""
+    out = forward(params, batch["tokens"], config, gates=gates, adapters=adapters,
                   positions=batch.get("positions"), segment_ids=batch.get("segment_ids"),
                   return_hidden=chunk > 0)
     mask = batch["loss_mask"].astype(jnp.float32).at[:, 0].set(0.0)

@@ -147,7 +147,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
             segment_ids: Int[Array, "batch seq"] | None = None,
             return_attention: bool = False,
             return_head_outputs: bool = False,
-            return_hidden: bool = False) -> ForwardOutput:
+            return_hidden: bool = False,
+            adapters: block.Adapters | None = None) -> ForwardOutput:
     """Run the model on `tokens` `[batch, seq]`.
 
     Args:
@@ -161,6 +162,8 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
       return_head_outputs: also return per-head outputs `z`.
       return_hidden: return the last residual stream instead of the logits (for a loss that
         projects onto the vocabulary piece by piece, `headjax.model.loss`).
+      adapters: low-rank adapters applied inside the projections (`headjax.model.adapter`,
+        built by `headjax.lora.layer_adapters`), scanned with the layer params; None: none.
     """
     batch, seq = tokens.shape
     if positions is None:
@@ -174,8 +177,9 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     x = constrain(embed_tokens(params, tokens, config), ("batch", "seq", "embed"))
 
     def body(x, scanned):
-        layer, gate, spec = scanned
+        layer, gate, spec, layer_adapters = scanned
         x, out = block.decoder_block(layer, x, gate, spec, context, config,
+                                     adapters=layer_adapters,
                                      return_attention=return_attention,
                                      return_head_outputs=return_head_outputs)
         return constrain(x, ("batch", "seq", "embed")), (out.probs, out.z)
@@ -183,7 +187,7 @@ def forward(params: Params, tokens: Int[Array, "batch seq"], config: ModelConfig
     if config.remat != "none":
         body = jax.checkpoint(body, policy=None if config.remat == "full"
                               else jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims)
-    scanned = (params["layers"], per_layer_gates, block.layer_spec(config))
+    scanned = (params["layers"], per_layer_gates, block.layer_spec(config), adapters)
     if config.scan_layers:
         x, (probs, z) = jax.lax.scan(body, x, scanned)
     else:

@@ -125,7 +125,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lora.enabled = False
     c.lora.rank = 8  # r
     c.lora.alpha = 16.0  # scale alpha / r
-    c.lora.dropout = 0.0  # only 0: adapters are merged into the weights inside the loss
+    c.lora.dropout = 0.0  # on each adapter's input in training, in [0, 1)
     c.lora.targets = ("q", "k", "v", "o")  # among q, k, v, o, gate, up, down
 
     c.select = ml_collections.ConfigDict()  # data selection by pattern (headjax.train.select)
@@ -214,10 +214,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def _validate_lora(config: ml_collections.ConfigDict) -> None:
     lora = config.lora
-    if lora.dropout != 0:
-        raise ValueError(f"config.lora.dropout: {lora.dropout} is not supported; adapters are "
-                         f"merged into the weights inside the loss, which is exact only without "
-                         f"dropout (use 0.0)")
+    if not 0 <= lora.dropout < 1:
+        raise ValueError(f"config.lora.dropout: {lora.dropout} not in [0, 1)")
     unknown = [t for t in lora.targets if t not in TARGETS]
     if not lora.targets or unknown or len(set(lora.targets)) != len(lora.targets):
         raise ValueError(f"config.lora.targets: {tuple(lora.targets)} must name distinct "

@@ -7,7 +7,9 @@ Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConf
 `loss_chunk > 0` projects onto the vocabulary that many positions at a time
 (`headjax.model.loss.chunked_token_losses`).
 In a LoRA run (`state.params` a `headjax.lora.LoraParams`) the gradient is taken with respect to
-the adapters only, through the merged weights W + (alpha / r) a @ b; the base stays as it is.
+the adapters only, run unmerged inside the projections (y = x W + (alpha / r) (dropout(x) a) b,
+`LoraParams.unmerged`), so no weight-shaped gradient of the frozen base is formed; the dropout
+keys derive from the state's rng folded with the step and the micro-batch index.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from headjax.lora import model_params, trainable, with_trainable
+from headjax.lora import trainable, with_trainable
 from headjax.model.config import ModelConfig
 from headjax.model.loss import batch_token_losses
 from headjax.train.state import TrainState
@@ -50,30 +52,50 @@ def _micro_batches(batch: dict, grad_accum: int) -> dict:
     return jax.tree.map(split, batch)
 
 
+ToModel = Callable[[Any, jax.Array], tuple[Any, Any]]
+
+
 def summed_loss_and_grads(params: Any, batch: dict, config: ModelConfig,
-                          grad_accum: int, to_model: Callable[[Any], Any] | None = None,
+                          grad_accum: int, to_model: ToModel | None = None,
                           loss_chunk: int = 0) -> tuple[jax.Array, Any]:
     """(sum of answer-token losses, its gradient w.r.t. `params`) over `batch`, in `grad_accum`
-    micro-batches. to_model: `params` -> the model's params (default: `params` themselves);
-    loss_chunk: positions per vocabulary projection (0: all at once)."""
-    def summed(p, micro):
-        losses, _ = batch_token_losses(p if to_model is None else to_model(p), micro, config,
+    micro-batches. to_model: (`params`, micro-batch index i32[]) -> (the model's params, its
+    `forward` adapters or None); default: (`params`, None). loss_chunk: positions per
+    vocabulary projection (0: all at once)."""
+    def summed(p, micro, index):
+        model, adapters = (p, None) if to_model is None else to_model(p, index)
+        losses, _ = batch_token_losses(model, micro, config, adapters=adapters,
                                        chunk=loss_chunk)
         return losses.sum()
 
     grad_fn = jax.value_and_grad(summed)
     if grad_accum == 1:
-        return grad_fn(params, batch)
+        return grad_fn(params, batch, jnp.zeros((), jnp.int32))
 
-    def body(carry, micro):
+    def body(carry, scanned):
         loss_sum, grads = carry
-        micro_loss, micro_grads = grad_fn(params, micro)
+        micro_loss, micro_grads = grad_fn(params, *scanned)
         return (loss_sum + micro_loss, jax.tree.map(jnp.add, grads, micro_grads)), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    (loss_sum, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
-                                        _micro_batches(batch, grad_accum))
+    (loss_sum, grads), _ = jax.lax.scan(
+        body, (jnp.zeros((), jnp.float32), zeros),
+        (_micro_batches(batch, grad_accum), jnp.arange(grad_accum, dtype=jnp.int32)))
     return loss_sum, grads
+
+
+def lora_to_model(state: TrainState) -> ToModel | None:
+    """`to_model` of a LoRA state (None otherwise): adapters `t` -> (base, unmerged adapters)
+    with dropout keys from `state.rng` folded with the step and the micro-batch index."""
+    if trainable(state.params) is state.params:
+        return None
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def to_model(t, index):
+        rng = jax.random.key_data(jax.random.fold_in(key, index))
+        return with_trainable(state.params, t).unmerged(rng)
+
+    return to_model
 
 
 def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
@@ -87,10 +109,8 @@ def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         count = jnp.maximum(answer_token_count(batch), 1.0)
         train = trainable(state.params)
-        to_model = (None if train is state.params
-                    else lambda t: model_params(with_trainable(state.params, t)))
-        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum, to_model,
-                                                loss_chunk)
+        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum,
+                                                lora_to_model(state), loss_chunk)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, train)
         params = with_trainable(state.params, optax.apply_updates(train, updates))

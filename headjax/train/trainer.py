@@ -70,7 +70,8 @@ def lora_params(config: ml_collections.ConfigDict, model_config: ModelConfig, pa
         if heads is not None:
             raise ValueError("config.lora.enabled: head-LoRA heads given to a run without LoRA")
         return params
-    spec = lora_spec(config.lora.rank, config.lora.alpha, config.lora.targets, heads)
+    spec = lora_spec(config.lora.rank, config.lora.alpha, config.lora.targets, heads,
+                     config.lora.dropout)
     adapters = init_adapters(jax.random.key(config.train.seed), model_config, spec)
     return LoraParams(base=params, adapters=adapters, spec=spec)
 
