@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from headjax.bench import accelerator, report
-from headjax.bench.machine import cpu_description, peak_flops, utilization
-from headjax.bench.paired import cpu_ratio_section, interleaved_pairs, pair_orders, ratio_statistics
+from headjax.app.bench import accelerator, report
+from headjax.app.bench.machine import cpu_description, peak_flops, utilization
+from headjax.app.bench.paired import (
+    cpu_ratio_section,
+    interleaved_pairs,
+    pair_orders,
+    ratio_statistics,
+)
 
 TINY = dict(vocab_size=256, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
             ffn_dim=64)

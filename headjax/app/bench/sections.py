@@ -17,9 +17,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
-from headjax.bench.sft import bench_config, sft_runner, torch_labels
-from headjax.bench.timing import Timing, peak_rss_mib, time_eager, time_jitted
+from headjax.app.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.app.bench.sft import bench_config, sft_runner, torch_labels
+from headjax.app.bench.timing import Timing, peak_rss_mib, time_eager, time_jitted
 from headjax.heads.scores import head_scores
 from headjax.model.loss import loss
 
@@ -80,7 +80,7 @@ def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", 
     results = {}
     for framework in frameworks:
         args = json.dumps([framework, batch_size, seq, repeats, model_overrides])
-        code = ("import json, sys; from headjax.bench.sections import sft_worker; "
+        code = ("import json, sys; from headjax.app.bench.sections import sft_worker; "
                 "print(json.dumps(sft_worker(*json.loads(sys.argv[1]))))")
         done = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
                               text=True, check=False)
