@@ -12,7 +12,7 @@ Every host writes the same findings arrays; the first host writes results.jsonl 
 import importlib.util
 from pathlib import Path
 
-from headjax.reproduce.config import default_reproduce_config
+from headjax.app.reproduce.config import default_reproduce_config
 
 
 def _run_config():

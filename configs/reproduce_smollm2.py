@@ -10,7 +10,7 @@ Scale up on a TPU/GPU by overriding, e.g. `--config.findings.steps=400
 `base.model.pretrained` at a 7B checkpoint with a `base.mesh` that fits it.
 """
 
-from headjax.reproduce.config import default_reproduce_config
+from headjax.app.reproduce.config import default_reproduce_config
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """Pattern-guided SFT of SmolLM2-135M-Instruct on a complex task with scarce data (the paper's
-improvement, `headjax.train.guide`): 32 GSM8K-style word problems, preceded by a warm start on
+improvement, `headjax.app.guide`): 32 GSM8K-style word problems, preceded by a warm start on
 256 basic-task examples mixed by the NNLS fit of the target's activation pattern on the basic
 tasks' patterns (computed at the start on the base model; point `guide.patterns` at the
 `findings/dap.npz` of a `scripts/reproduce.py` run to fit SFT-induced changes instead).

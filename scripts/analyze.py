@@ -18,7 +18,7 @@ from typing import NoReturn
 import numpy as np
 from absl import app, flags
 
-from headjax import cli
+from headjax.app import cli
 from headjax.data import probe_batches
 from headjax.heads import activation_pattern, head_param_change, pattern_to_param_ratio, plots
 from headjax.heads.report import analyze, figures, markdown

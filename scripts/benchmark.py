@@ -6,7 +6,7 @@ a Llama-class bf16 SFT step on an accelerator.
     python scripts/benchmark.py --sections=lora --lora_rank=8   # LoRA step beside full SFT
     python scripts/benchmark.py --sections=accelerator       # one GPU or TPU chip, < 8 minutes
 
-Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.bench`. The
+Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.app.bench`. The
 `--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop);
 `--accel_*` flags resize the Llama-3.2-1B-shaped model of the accelerator and tracking sections
 (tracking: the accelerator section's pattern-tracking share alone, e.g. on a CPU with a smaller
@@ -19,11 +19,11 @@ import json
 
 from absl import app, flags
 
-from headjax import cli
-from headjax.bench import accelerator, report, sections
-from headjax.bench.machine import cpu_description
-from headjax.bench.paired import cpu_ratio_section
-from headjax.bench.sft import LORA, bench_config
+from headjax.app import cli
+from headjax.app.bench import accelerator, report, sections
+from headjax.app.bench.machine import cpu_description
+from headjax.app.bench.paired import cpu_ratio_section
+from headjax.app.bench.sft import LORA, bench_config
 from headjax.io.output import check_output
 from headjax.lora import lora_spec
 
@@ -61,7 +61,7 @@ flags.DEFINE_integer("tracking_steps", 50, "accelerator, tracking: SFT steps wit
                      "patterns.")
 flags.DEFINE_integer("probe_seq", 256, "accelerator, tracking: sequence length of the probes.")
 flags.DEFINE_float("peak_tflops", None, "accelerator: the chip's peak TFLOP/s (default: the "
-                   "table in headjax/bench/machine.py by device kind).")
+                   "table in headjax/app/bench/machine.py by device kind).")
 flags.DEFINE_string("output", None, "Optional JSON file for the raw results (new unless "
                     "--overwrite).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")

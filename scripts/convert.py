@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from headjax import cli
+from headjax.app import cli
 from headjax.io.export import FAMILIES
 
 flags.DEFINE_string("input", None, "Registry name, .gguf file, HF directory or native directory.")

@@ -18,8 +18,8 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from headjax import cli
-from headjax.train.experiment import accuracy_hook, check_inputs, load_model
+from headjax.app import cli
+from headjax.app.experiment import accuracy_hook, check_inputs, load_model
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",
                                          lock_config=True)

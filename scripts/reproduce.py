@@ -4,7 +4,7 @@
       [--stages findings,measures,grid,report] ["--config.grid.seeds=(0,1,2)"]
 
 Resumable: finished findings tasks and grid cells are kept under `out_dir` and skipped; a killed
-run restarts from its own checkpoints. See `headjax.reproduce`.
+run restarts from its own checkpoints. See `headjax.app.reproduce`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
-from headjax import cli
-from headjax.reproduce.runner import STAGES, check_inputs, reproduce
+from headjax.app import cli
+from headjax.app.reproduce.runner import STAGES, check_inputs, reproduce
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Reproduction config file.",
                                          lock_config=True)

@@ -28,9 +28,9 @@ import logging
 from absl import flags
 from ml_collections import config_flags
 
-from headjax import cli
+from headjax.app import cli
+from headjax.app.experiment import check_inputs, dry_run, load_model, run, start_processes
 from headjax.parallel.hardware import CHIPS
-from headjax.train.experiment import check_inputs, dry_run, load_model, run, start_processes
 from headjax.train.loop import TrainingDivergedError
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/*.py).",

@@ -39,10 +39,10 @@ def llama3_8b(out: str) -> None:
     simulate_cpu_devices(64)
     import jax
 
+    from headjax.app.experiment import dry_run
     from headjax.model.presets import architecture
     from headjax.model.transformer import param_axes, param_shapes
     from headjax.parallel import is_small_param, param_shardings
-    from headjax.train.experiment import dry_run
     from headjax.train.trainer import train_setup
 
     config = load_config("llama3_8b_tpu_v5p")

@@ -10,8 +10,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "headjax"
 LIBRARY = {"model": {"parallel"}, "parallel": set(), "io": {"model"}, "data": {"model"},
-           "heads": {"model"}, "eval": {"model", "data"}}
-APPLICATION = {"reproduce", "bench"}
+           "heads": {"model"}, "eval": {"model", "data"},
+           "train": {"model", "parallel", "data", "heads", "lora"}}
+APPLICATION = {"app"}
+LAYERS = set(LIBRARY) | APPLICATION | {"lora", "headjax"}
 
 
 def _module_name(path: Path) -> str:
@@ -89,9 +91,9 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_reader_sees_imports(graph):
     """The rules below are only as good as the import reader: check it on known imports."""
-    top, every = graph["headjax.reproduce.runner"]
+    top, every = graph["headjax.app.reproduce.runner"]
     assert "headjax.train.patterns" in top
-    assert "headjax.reproduce.report" in every - top  # imported inside `reproduce`
+    assert "headjax.app.reproduce.report" in every - top  # imported inside `reproduce`
     assert "headjax.heads.plots" in graph["headjax.heads.report"][0]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
@@ -118,6 +120,27 @@ def test_library_layers_import_only_what_they_may(graph, layer):
     wrong = {m: sorted(t for t in every if _layer(t) not in allowed)
              for m, (_, every) in graph.items() if _layer(m) == layer}
     assert not {m: t for m, t in wrong.items() if t}, f"{layer}/ may import only {sorted(allowed)}"
+
+
+def test_train_imports_neither_io_nor_eval_nor_the_application(graph):
+    """train/ is the library's training half (step, optimizer, state, checkpoint, loop, trainer,
+    pattern store); reading checkpoints from disk, evaluation and run wiring live above it."""
+    wrong = {m: sorted(t for t in every if _layer(t) in {"io", "eval"} | APPLICATION)
+             for m, (_, every) in graph.items() if _layer(m) == "train"}
+    assert not {m: t for m, t in wrong.items() if t}
+
+
+def test_every_module_is_in_a_known_layer(graph):
+    """A new top-level package must take a row in docs/architecture.md (and here)."""
+    assert {_layer(m) for m in graph} <= LAYERS
+
+
+def test_the_application_is_one_package(graph):
+    """Run wiring, guided and selected runs, the dry run, the CLI's error handling, the
+    reproduction and the benchmarks all live under headjax/app/."""
+    for module in ("experiment", "guide", "select", "dry_run", "cli", "reproduce", "bench"):
+        assert f"headjax.app.{module}" in graph
+    assert not {m for m in graph if m.split(".")[1:2] in (["reproduce"], ["bench"], ["cli"])}
 
 
 def test_no_library_layer_imports_the_application(graph):

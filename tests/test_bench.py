@@ -14,9 +14,14 @@ import jax
 import numpy as np
 import pytest
 
-from headjax.bench import accelerator, report
-from headjax.bench.machine import cpu_description, peak_flops, utilization
-from headjax.bench.paired import cpu_ratio_section, interleaved_pairs, pair_orders, ratio_statistics
+from headjax.app.bench import accelerator, report
+from headjax.app.bench.machine import cpu_description, peak_flops, utilization
+from headjax.app.bench.paired import (
+    cpu_ratio_section,
+    interleaved_pairs,
+    pair_orders,
+    ratio_statistics,
+)
 
 TINY = dict(vocab_size=256, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
             ffn_dim=64)
@@ -95,8 +100,8 @@ def test_cpu_ratio_section_pairs_two_worker_processes():
 
 
 def test_lora_section_runs_both_steps_in_their_own_processes():
-    from headjax.bench.sections import lora_section
-    from headjax.bench.sft import bench_config
+    from headjax.app.bench.sections import lora_section
+    from headjax.app.bench.sft import bench_config
     from headjax.lora import lora_spec, trainable_count
     from headjax.model import init
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from headjax.bench.models import headjax_params, synthetic_batch, torch_model
+from headjax.app.bench.models import headjax_params, synthetic_batch, torch_model
 from headjax.model import forward, tiny_config
 
 

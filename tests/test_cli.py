@@ -21,10 +21,10 @@ import pytest
 from gguf_files import write_llama_gguf
 from helpers_tasks import concatenated, digit_task, tiny_run_config
 
-from headjax import cli
+from headjax.app import cli
+from headjax.app.experiment import check_inputs, load_model
 from headjax.io.layout import to_checkpoint
 from headjax.model import init, tiny_config
-from headjax.train.experiment import check_inputs, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "cli_echo_digits"

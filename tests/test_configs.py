@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from headjax.reproduce.config import default_reproduce_config, validate_reproduce
+from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
 from headjax.train import default_config, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -1,4 +1,4 @@
-"""The paper's SFT improvements as trainer options (`headjax.train.guide`), on a tiny model.
+"""The paper's SFT improvements as trainer options (`headjax.app.guide`), on a tiny model.
 
 Each option changes training as documented: the pattern mixture's counts follow the NNLS weights
 of the target's pattern on the basic tasks' patterns and the warm start trains on exactly that
@@ -20,11 +20,8 @@ import pytest
 from helpers_tasks import concatenated, digit_task, tiny_run_config
 from helpers_tokenizer import chatml_tokenizer
 
-from headjax.data import example_batches
-from headjax.heads import activation_pattern, head_parameter_mask
-from headjax.train import validate
-from headjax.train.experiment import run
-from headjax.train.guide import (
+from headjax.app.experiment import run
+from headjax.app.guide import (
     NoPatternFitError,
     basis_examples,
     mixture_weights,
@@ -33,6 +30,9 @@ from headjax.train.guide import (
     select_heads,
     target_examples,
 )
+from headjax.data import example_batches
+from headjax.heads import activation_pattern, head_parameter_mask
+from headjax.train import validate
 
 TARGET, BASIS = "guide_target", ("guide_a", "guide_b")
 

@@ -23,6 +23,7 @@ from helpers_tasks import concatenated, digit_task, tiny_run_config
 from jax.sharding import AbstractMesh
 from test_parallel import WORKER, worker_env
 
+from headjax.app.experiment import run
 from headjax.io import load_native
 from headjax.io.layout import to_checkpoint
 from headjax.lora import (
@@ -43,7 +44,6 @@ from headjax.model import param_axes
 from headjax.parallel import DEFAULT_RULES, logical_to_spec
 from headjax.train import create_state, make_optimizer, make_schedule, make_train_step, validate
 from headjax.train.checkpoint import restore_params
-from headjax.train.experiment import run
 from headjax.train.trainer import lora_params, train
 
 ALL = ("q", "k", "v", "o", "gate", "up", "down")

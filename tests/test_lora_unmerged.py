@@ -14,7 +14,7 @@ import optax
 import pytest
 from test_scores_graph import dot_shapes
 
-from headjax.bench.models import synthetic_batch
+from headjax.app.bench.models import synthetic_batch
 from headjax.lora import LoraParams, adapter_shapes, init_adapters, lora_spec, model_params
 from headjax.model import forward, init, tiny_config
 from headjax.model.adapter import Adapter, adapted, dropout

@@ -1,4 +1,4 @@
-"""`headjax.reproduce` end to end on a tiny native model and synthetic digit tasks: the findings
+"""`headjax.app.reproduce` end to end on a tiny native model and synthetic digit tasks: the findings
 stage, the grid and the report; a second call resumes without re-running anything.
 
 Bad input tried: an unknown grid method, a findings task listed twice, an unknown stage.
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers_tasks import digit_task
 
-from headjax.reproduce.config import default_reproduce_config, validate_reproduce
-from headjax.reproduce.grid import method_config, target_steps
-from headjax.reproduce.runner import reproduce
+from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
+from headjax.app.reproduce.grid import method_config, target_steps
+from headjax.app.reproduce.runner import reproduce
 
 TASKS = {"r_target": sum, "r_sum": sum, "r_max": max, "r_min": lambda d: d[0]}
 

@@ -181,8 +181,8 @@ def test_dry_run_script_exits_2_naming_the_chip_or_the_numbers(tiny_model_dir):
 def test_plan_and_knobs_on_one_device(tiny):
     """The tiny model's plan on one device: state bytes from the shapes, XLA's FLOPs near
     6 N T + attention, and a bf16 first moment saving exactly 2 bytes per parameter."""
+    from headjax.app.dry_run import format_plan, knob_savings, plan
     from headjax.train import default_config
-    from headjax.train.dry_run import format_plan, knob_savings, plan
 
     config, _ = tiny
     run = default_config()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from headjax.bench.models import synthetic_batch
+from headjax.app.bench.models import synthetic_batch
 from headjax.heads.scores import gate_gradients
 from headjax.model import init, tiny_config
 from headjax.model.loss import loss

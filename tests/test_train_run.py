@@ -1,4 +1,4 @@
-"""`headjax.train.experiment.run` end to end on a tiny native model with a hermetic tokenizer and
+"""`headjax.app.experiment.run` end to end on a tiny native model with a hermetic tokenizer and
 a synthetic task: the run directory gets metrics, eval completions, head patterns, checkpoints,
 a summary and a final model that `load_pretrained` reads back.
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from helpers_tasks import concatenated, digit_task, tiny_run_config
 
+from headjax.app.experiment import run
 from headjax.io.pretrained import load_pretrained
-from headjax.train.experiment import run
 
 TASK = "echo_digits"
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers_tasks import tiny_run_config
 
+from headjax.app.experiment import run
 from headjax.train import Checkpointer
-from headjax.train.experiment import run
 
 ROWS = [{"prompt": f"what is {i} + {i % 7}?", "answer": str(i + i % 7)} for i in range(60)]
 

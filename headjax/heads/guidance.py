@@ -5,7 +5,7 @@
     preliminary counts  N * a_i / sum_j a_j, rounded by largest remainder to add up to N
     head selection      the top round(f * layers * heads) heads by a pattern, or as many at random
 
-The training options that use them (config section `guide`) are in `headjax.train.guide`; errors
+The training options that use them (config section `guide`) are in `headjax.app.guide`; errors
 name the config field the value comes from.
 """
 
@@ -23,6 +23,7 @@ from headjax.heads.selection import fraction_count
 
 MIXTURES = ("none", "uniform", "random", "pattern")
 HEAD_SELECTIONS = ("all", "pattern", "random")
+GUIDE_SCHEDULES = ("joint", "warm_start")  # run by headjax.app.guide.plan_phases
 
 
 class NoPatternFitError(ValueError):

@@ -13,7 +13,7 @@ The top k = max(1, round(f * M)) candidates by sim_i are kept (`method="pattern"
 lower pool index); baselines: k candidates uniformly at random without replacement
 (`"random"`, seeded) and the whole pool (`"all"`).
 
-The trainer option that uses them (config section `select`) is `headjax.train.select`.
+The trainer option that uses them (config section `select`) is `headjax.app.select`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 
 SIMILARITIES = ("cosine", "pearson")
 SELECTIONS = ("pattern", "random", "all")
+SELECT_METHODS = ("none", *SELECTIONS)  # config select.method: "none" runs no selection
 
 
 def fraction_count(fraction: float, total: int) -> int:

@@ -12,15 +12,15 @@ from typing import Any
 
 import ml_collections
 
+from headjax.heads.guidance import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
 from headjax.heads.scores import LOSS_KINDS
+from headjax.heads.selection import SELECT_METHODS, SIMILARITIES
 from headjax.lora import TARGETS
 from headjax.model.config import ATTENTION_IMPLS, DTYPES, REMAT_POLICIES
 from headjax.model.presets import ARCHITECTURES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
-from headjax.train.guide import GUIDE_SCHEDULES, HEAD_SELECTIONS, MIXTURES
 from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
-from headjax.train.select import SELECT_METHODS, SIMILARITIES, validate_select
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -107,7 +107,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.heads.every = 50  # steps; 0 = only at step 0 and the final step
     c.heads.loss_kind = "sample_mean"
 
-    c.guide = ml_collections.ConfigDict()  # the paper's SFT improvements (headjax.train.guide)
+    c.guide = ml_collections.ConfigDict()  # the paper's SFT improvements (headjax.app.guide)
     c.guide.basis = ()  # basic tasks of the preliminary set
     c.guide.mixture = "none"  # none | uniform | random | pattern
     c.guide.patterns = ""  # .npz of [layers, heads] patterns by task; "" = computed at start
@@ -128,7 +128,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lora.dropout = 0.0  # on each adapter's input in training, in [0, 1)
     c.lora.targets = ("q", "k", "v", "o")  # among q, k, v, o, gate, up, down
 
-    c.select = ml_collections.ConfigDict()  # data selection by pattern (headjax.train.select)
+    c.select = ml_collections.ConfigDict()  # data selection by pattern (headjax.app.select)
     c.select.method = "none"  # none | pattern | random | all
     c.select.pool = ()  # tasks of the candidate pool
     c.select.pool_samples = 256  # training examples per pool task
@@ -208,7 +208,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          f"train.batch_size={config.train.batch_size}")
     _validate_guide(config)
     _validate_lora(config)
-    validate_select(config)
+    _validate_select(config)
     return config
 
 
@@ -249,3 +249,26 @@ def _validate_guide(config: ml_collections.ConfigDict) -> None:
     if g.heads != "all" and config.train.trainable_heads:
         raise ValueError("config.guide.heads: choose heads either by guide.heads or by "
                          "train.trainable_heads, not both")
+
+
+def _validate_select(config: ml_collections.ConfigDict) -> None:
+    """Raise naming the key when the `select` section cannot run (its choices are in CHOICES)."""
+    s = config.select
+    if s.fraction > 1:
+        raise ValueError(f"config.select.fraction: {s.fraction} not in (0, 1]")
+    if s.method == "none":
+        return
+    if not s.pool:
+        raise ValueError(f"config.select.pool: select.method={s.method!r} needs pool tasks")
+    if s.method == "pattern" and len(config.data.tasks) != 1:
+        raise ValueError(f"config.data.tasks: select.method='pattern' needs exactly one target "
+                         f"task, got {tuple(config.data.tasks)}")
+    if config.guide.mixture != "none" or config.guide.heads != "all":
+        raise ValueError("config.select.method: data selection runs without guide.mixture and "
+                         "guide.heads; set them to 'none' and 'all'")
+    if config.data.weights:
+        raise ValueError("config.data.weights: with select.method the chosen examples are drawn "
+                         "alike; leave data.weights empty")
+    if config.data.streaming:
+        raise ValueError("config.data.streaming: select needs the pool and the target's training "
+                         "samples in memory; set data.streaming=False")

@@ -2,7 +2,7 @@
 
 Every run fine-tunes the base model on `budget` training examples of the target task (data seed
 = the run's seed) for ceil(epochs * budget / batch) steps, with the `guide` options its method
-names (`headjax.train.guide`):
+names (`headjax.app.guide`):
 
     plain           no guide: plain SFT on the few target samples
     heads_pattern   only the top `head_fraction` heads by the target's pattern are trained
@@ -12,7 +12,7 @@ names (`headjax.train.guide`):
     warm_random     warm start on a random (Dirichlet) mixture, then the target samples
     joint_pattern   the pattern mixture and the target samples together, warm + target steps
     joint_random    a random mixture likewise
-    select_pattern  data selection by pattern (`headjax.train.select`): the top `select_fraction`
+    select_pattern  data selection by pattern (`headjax.app.select`): the top `select_fraction`
                     of a pool of `select_pool_samples` examples per task of `select_pool`
                     (default: the basic and unrelated tasks) by the similarity of each one's
                     pattern to the target's, with the target samples, warm + target steps
@@ -41,14 +41,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from headjax.app.experiment import train_phase_fn
+from headjax.app.guide import NoPatternFitError, run_guided
+from headjax.app.select import run_selected
 from headjax.data import example_batches, get_task, probe_batches
 from headjax.eval.accuracy import evaluate_accuracy
 from headjax.heads import activation_pattern, movement_toward, sample_weights
 from headjax.lora import model_params
 from headjax.model.loss import per_sample_loss
-from headjax.train.experiment import train_phase_fn
-from headjax.train.guide import NoPatternFitError, run_guided
-from headjax.train.select import run_selected
 
 log = logging.getLogger(__name__)
 

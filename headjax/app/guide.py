@@ -45,6 +45,7 @@ import numpy as np
 
 from headjax.data import Example, example_batches, get_task
 from headjax.heads.guidance import (
+    GUIDE_SCHEDULES,
     HEAD_SELECTIONS,
     MIXTURES,
     NoPatternFitError,
@@ -59,7 +60,6 @@ from headjax.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-GUIDE_SCHEDULES = ("joint", "warm_start")
 _BASIS_SEED_OFFSET = 1000  # basic-task examples are drawn with data.seed + offset + index
 __all__ = ["GUIDE_SCHEDULES", "HEAD_SELECTIONS", "MIXTURES", "NoPatternFitError", "Phase",
            "basis_examples", "guide_patterns", "mixture_weights", "plan_phases",

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import stats
 
-from headjax.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.grid import BASE_KEY
 
 
 def mean_ci(values) -> tuple[float, float, float]:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from headjax.bench.machine import cpu_description
-from headjax.bench.sft import bench_config, sft_runner
-from headjax.bench.timing import peak_rss_mib
+from headjax.app.bench.machine import cpu_description
+from headjax.app.bench.sft import bench_config, sft_runner
+from headjax.app.bench.timing import peak_rss_mib
 
 _TAG = "BENCH "  # prefix of the worker's protocol lines (anything else on stdout is ignored)
 
@@ -92,7 +92,7 @@ class Worker:
     """A `serve` process for one framework; `request(command)` sends a line, returns the answer."""
 
     def __init__(self, framework: str, batch_size: int, seq: int, model_overrides: dict | None):
-        code = ("import json, sys; from headjax.bench.paired import serve; "
+        code = ("import json, sys; from headjax.app.bench.paired import serve; "
                 "serve(*json.loads(sys.argv[1]))")
         args = json.dumps([framework, batch_size, seq, model_overrides])
         self.framework = framework

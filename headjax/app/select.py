@@ -34,18 +34,22 @@ import jax
 import ml_collections
 import numpy as np
 
+from headjax.app.guide import Trainer, target_examples, trainable_parameters
 from headjax.data import Example, example_batches, get_task, tokenize_examples
 from headjax.heads.patterns import PatternResult, activation_pattern
-from headjax.heads.selection import SELECTIONS, SIMILARITIES, pattern_similarity, select_examples
+from headjax.heads.selection import (
+    SELECT_METHODS,
+    SIMILARITIES,
+    pattern_similarity,
+    select_examples,
+)
 from headjax.model.config import ModelConfig
-from headjax.train.guide import Trainer, target_examples, trainable_parameters
 
 log = logging.getLogger(__name__)
 
-SELECT_METHODS = ("none", *SELECTIONS)
 _POOL_SEED_OFFSET = 2000  # pool examples are drawn with data.seed + offset + index
 __all__ = ["SELECT_METHODS", "SIMILARITIES", "choose_examples", "pool_examples", "pool_scores",
-           "run_selected", "validate_select"]
+           "run_selected"]
 
 
 def pool_examples(config: ml_collections.ConfigDict, tokenizer) -> list[Example]:
@@ -116,7 +120,7 @@ def run_selected(config: ml_collections.ConfigDict, params, model_config: ModelC
     """Choose the examples of `config.select` and train on them (module docstring).
 
     train_phase(config, params, examples, mask or None, heads or None) -> TrainState trains the
-      run (mask and heads as in `headjax.train.guide.run_guided`).
+      run (mask and heads as in `headjax.app.guide.run_guided`).
     Returns (its TrainState, the record written to `run_dir/selection.json`).
     """
     examples, record = choose_examples(config, params, model_config, tokenizer)
@@ -130,27 +134,3 @@ def run_selected(config: ml_collections.ConfigDict, params, model_config: ModelC
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2) + "\n")
     return train_phase(config, params, examples, mask, heads), record
-
-
-def validate_select(config: ml_collections.ConfigDict) -> None:
-    """Raise naming the key when the `select` section cannot run (its choices are checked by
-    `headjax.train.config.validate`)."""
-    s = config.select
-    if s.fraction > 1:
-        raise ValueError(f"config.select.fraction: {s.fraction} not in (0, 1]")
-    if s.method == "none":
-        return
-    if not s.pool:
-        raise ValueError(f"config.select.pool: select.method={s.method!r} needs pool tasks")
-    if s.method == "pattern" and len(config.data.tasks) != 1:
-        raise ValueError(f"config.data.tasks: select.method='pattern' needs exactly one target "
-                         f"task, got {tuple(config.data.tasks)}")
-    if config.guide.mixture != "none" or config.guide.heads != "all":
-        raise ValueError("config.select.method: data selection runs without guide.mixture and "
-                         "guide.heads; set them to 'none' and 'all'")
-    if config.data.weights:
-        raise ValueError("config.data.weights: with select.method the chosen examples are drawn "
-                         "alike; leave data.weights empty")
-    if config.data.streaming:
-        raise ValueError("config.data.streaming: select needs the pool and the target's training "
-                         "samples in memory; set data.streaming=False")

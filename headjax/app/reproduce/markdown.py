@@ -8,8 +8,8 @@ import operator
 
 import numpy as np
 
-from headjax.reproduce.grid import BASE_KEY
-from headjax.reproduce.statistics import mean_ci, paired, trainable, verdict
+from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.statistics import mean_ci, paired, trainable, verdict
 
 PAPER = {
     "gini": "Llama3-8B: Gini 0.50 -> 0.33 and CV 1.19 -> 0.71 after SFT (activation spreads)",

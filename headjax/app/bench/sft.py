@@ -1,8 +1,9 @@
 """One AdamW SFT step, ready to run repeatedly: headjax's trainer step (full fine-tuning, or LoRA
-as "headjax_lora") or transformers PyTorch's, on the same model and batch (`headjax.bench.models`).
+as "headjax_lora") or transformers PyTorch's, on the same model and batch
+(`headjax.app.bench.models`).
 
 `sft_runner` does all the set-up (weights, optimizer state, compilation) and returns a callable
-that runs one synchronous step, so a caller can time steps one at a time (`headjax.bench.paired`
+that runs one synchronous step, so a caller can time steps one at a time (`headjax.app.bench.paired`
 alternates them between two processes) or in a row (`sft_worker`).
 """
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.app.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
 from headjax.lora import LoraParams, init_adapters, lora_spec
 from headjax.model.config import ModelConfig
 from headjax.train.optimizer import make_optimizer

@@ -29,6 +29,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from headjax.app.experiment import probe_hook, train_batches
+from headjax.app.guide import target_examples
+from headjax.app.reproduce.config import findings_tasks
 from headjax.data import probe_batches
 from headjax.heads import (
     ablation_effects,
@@ -50,9 +53,6 @@ from headjax.heads import (
 )
 from headjax.heads.report import analyze
 from headjax.lora import model_params
-from headjax.reproduce.config import findings_tasks
-from headjax.train.experiment import probe_hook, train_batches
-from headjax.train.guide import target_examples
 from headjax.train.loop import Hooks
 from headjax.train.patterns import (
     load_arrays,

@@ -9,9 +9,8 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from headjax.parallel import maybe_initialize
-from headjax.reproduce.config import findings_tasks, validate_reproduce
-from headjax.reproduce.findings import (
+from headjax.app.reproduce.config import findings_tasks, validate_reproduce
+from headjax.app.reproduce.findings import (
     finding1,
     finding2,
     finding3,
@@ -19,7 +18,8 @@ from headjax.reproduce.findings import (
     own_change,
     run_findings,
 )
-from headjax.reproduce.grid import load_results, run_grid
+from headjax.app.reproduce.grid import load_results, run_grid
+from headjax.parallel import maybe_initialize
 from headjax.train.patterns import save_npz_atomically
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
 def check_inputs(config: ml_collections.ConfigDict, stages=STAGES) -> None:
     """Raise naming the key, stage, task or file that stops a reproduction from starting, before
     the model is loaded."""
+    from headjax.app.experiment import check_inputs as check_run_inputs
     from headjax.data import get_task
-    from headjax.train.experiment import check_inputs as check_run_inputs
 
     validate_reproduce(config)
     unknown = sorted(set(stages) - set(STAGES))
@@ -79,7 +79,7 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
         run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path)
     if "report" not in stages or jax.process_index() != 0:
         return None
-    from headjax.reproduce.report import write_reproduction
+    from headjax.app.reproduce.report import write_reproduction
 
     measures = json.loads(measures_path.read_text())
     results = load_results(Path(config.out_dir) / "results.jsonl")

@@ -19,9 +19,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from headjax.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
-from headjax.bench.sft import LORA, bench_config, sft_runner, torch_labels
-from headjax.bench.timing import Timing, peak_device_mib, peak_rss_mib, time_eager, time_jitted
+from headjax.app.bench.models import SMOLLM2_135M, headjax_params, synthetic_batch, torch_model
+from headjax.app.bench.sft import LORA, bench_config, sft_runner, torch_labels
+from headjax.app.bench.timing import Timing, peak_device_mib, peak_rss_mib, time_eager, time_jitted
 from headjax.heads.scores import head_scores
 from headjax.lora import lora_spec, trainable_count
 from headjax.model.loss import loss
@@ -86,7 +86,7 @@ def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", 
     results = {}
     for framework in frameworks:
         args = json.dumps([framework, batch_size, seq, repeats, model_overrides, lora])
-        code = ("import json, sys; from headjax.bench.sections import sft_worker; "
+        code = ("import json, sys; from headjax.app.bench.sections import sft_worker; "
                 "print(json.dumps(sft_worker(*json.loads(sys.argv[1]))))")
         done = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
                               text=True, check=False)
@@ -99,7 +99,7 @@ def sft_section(batch_size: int, seq: int, repeats: int, frameworks=("headjax", 
 def lora_section(batch_size: int, seq: int, repeats: int, lora: dict | None = None,
                  model_overrides: dict | None = None) -> dict:
     """A full SFT step ("headjax") and a LoRA step ("headjax_lora", adapters per `lora`, default
-    `headjax.bench.sft.LORA`), each in its own process, and the parameter counts trained."""
+    `headjax.app.bench.sft.LORA`), each in its own process, and the parameter counts trained."""
     lora = {**LORA, **(lora or {})}
     config = bench_config(model_overrides)
     spec = lora_spec(lora["rank"], lora["alpha"], lora["targets"], dropout=lora["dropout"])

@@ -9,11 +9,11 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
+from headjax.app.reproduce.config import findings_tasks
+from headjax.app.reproduce.findings import own_change
+from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.statistics import cells, mean_ci
 from headjax.heads import plots
-from headjax.reproduce.config import findings_tasks
-from headjax.reproduce.findings import own_change
-from headjax.reproduce.grid import BASE_KEY
-from headjax.reproduce.statistics import cells, mean_ci
 
 
 def figures(config: ml_collections.ConfigDict, measures: dict, results: Mapping[str, dict],

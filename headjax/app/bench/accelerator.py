@@ -24,10 +24,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from headjax.bench.machine import peak_flops, utilization
-from headjax.bench.models import headjax_params, synthetic_batch
-from headjax.bench.sft import compiled_train_step, train_state
-from headjax.bench.timing import time_eager, time_jitted
+from headjax.app.bench.machine import peak_flops, utilization
+from headjax.app.bench.models import headjax_params, synthetic_batch
+from headjax.app.bench.sft import compiled_train_step, train_state
+from headjax.app.bench.timing import time_eager, time_jitted
 from headjax.heads.scores import head_scores
 from headjax.model.config import ModelConfig
 from headjax.model.loss import loss

@@ -18,12 +18,12 @@ from pathlib import Path
 import jax
 import ml_collections
 
+from headjax.app.reproduce.config import findings_tasks
+from headjax.app.reproduce.figures import figures
+from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.markdown import finding1_md, finding2_md, finding3_md, improvement_md
+from headjax.app.reproduce.statistics import cells
 from headjax.heads import plots
-from headjax.reproduce.config import findings_tasks
-from headjax.reproduce.figures import figures
-from headjax.reproduce.grid import BASE_KEY
-from headjax.reproduce.markdown import finding1_md, finding2_md, finding3_md, improvement_md
-from headjax.reproduce.statistics import cells
 
 
 def _findings_wall(config, task: str) -> float:

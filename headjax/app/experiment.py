@@ -173,7 +173,7 @@ def default_hooks(config: ml_collections.ConfigDict, model_config, tokenizer) ->
 def train_phase_fn(model_config, tokenizer,
                    make_hooks: Callable[[ml_collections.ConfigDict], Hooks | None]):
     """(phase config, params, examples, mask, heads) -> TrainState: one `train` run, for
-    `headjax.train.guide.run_guided`."""
+    `headjax.app.guide.run_guided`."""
 
     def train_phase(phase_config, params, examples, mask, heads=None) -> TrainState:
         return train(phase_config, model_config=model_config, params=params,
@@ -191,8 +191,8 @@ def run(config: ml_collections.ConfigDict, model: tuple | None = None) -> TrainS
     model: (params, model config, tokenizer) of `load_model(config)` called after
       `start_processes(config)`, or None to do both here.
     """
-    from headjax.train.guide import run_guided
-    from headjax.train.select import run_selected
+    from headjax.app.guide import run_guided
+    from headjax.app.select import run_selected
 
     check_inputs(config)
     if model is None:
@@ -255,15 +255,15 @@ def planned_model_config(config: ml_collections.ConfigDict):
 
 def dry_run(config: ml_collections.ConfigDict, *, devices: int = 0, chip: str = "",
             knobs: bool = False):
-    """(report text, fits, plan) of `headjax.train.dry_run.plan` for `config` on `devices` devices:
+    """(report text, fits, plan) of `headjax.app.dry_run.plan` for `config` on `devices` devices:
     a `chip` TPU slice's compile-only devices when libtpu is installed, else simulated CPU
     devices (JAX must not have started yet). devices=0: the mesh's product of sizes. `fits`
     is whether the plan fits `chip` (True without one). knobs: also compile the train step
     with each memory knob switched."""
     import math
 
+    from headjax.app.dry_run import format_plan, knob_savings, plan
     from headjax.parallel import hardware
-    from headjax.train.dry_run import format_plan, knob_savings, plan
 
     validate(config)
     if chip:
