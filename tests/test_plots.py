@@ -7,22 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from headjax.heads import plots
-from headjax.heads.report import analyze, write_report
+from headjax.heads.report import analyze, figures
 
 
-def _figures(monkeypatch, report, patterns, tmp_path) -> dict:
-    drawn = {}
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.setdefault(path.name, fig))
-    write_report(report, patterns, tmp_path)
-    return drawn
-
-
-def test_final_patterns_one_scale_per_task_and_trajectory_ticks(monkeypatch, tmp_path):
+def test_final_patterns_one_scale_per_task_and_trajectory_ticks():
     rng = np.random.default_rng(0)
     steps = [0, 10, 40]
     patterns = {"large": np.stack([100 * rng.random((3, 4)) for _ in steps]),
                 "small": np.stack([0.01 * rng.random((3, 4)) for _ in steps])}
-    drawn = _figures(monkeypatch, analyze(steps, patterns, k=2), patterns, tmp_path)
+    drawn = figures(analyze(steps, patterns, k=2), patterns)
     heatmaps = [ax for ax in drawn["final_patterns.png"].axes if ax.images]
     for ax, task in zip(heatmaps, ("large", "small"), strict=True):
         final = patterns[task][-1]
