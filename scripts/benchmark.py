@@ -25,6 +25,7 @@ from headjax.app.bench.machine import cpu_description
 from headjax.app.bench.paired import cpu_ratio_section
 from headjax.app.bench.sft import LORA, bench_config
 from headjax.io.output import check_output
+from headjax.io.pretrained import read_model_config
 from headjax.lora import lora_spec
 
 SECTIONS = ("forward", "sft", "lora", "heads", "cpu_ratio", "tracking", "accelerator")
@@ -46,6 +47,8 @@ flags.DEFINE_integer("pairs", 7, "cpu_ratio: interleaved (headjax, PyTorch) step
 flags.DEFINE_integer("head_samples", 256, "heads: samples of the task.")
 flags.DEFINE_integer("head_batch", 16, "heads: batch size.")
 flags.DEFINE_integer("head_seq", 64, "heads: sequence length.")
+flags.DEFINE_string("head_model", "", "heads: time this model's architecture (a name or path "
+                    "load_pretrained accepts, e.g. gemma3-270m) instead of SmolLM2-135M's.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
 for size in SIZES:
     flags.DEFINE_integer(f"model_{size}", None, f"sft, lora, cpu_ratio: override SmolLM2's "
@@ -90,6 +93,11 @@ def _usage_error() -> str | None:
         return f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}"
     if "cpu_ratio" in FLAGS.sections and FLAGS.pairs < 5:
         return f"--pairs: need at least 5 for a median with a spread, got {FLAGS.pairs}"
+    if "heads" in FLAGS.sections and FLAGS.head_model:
+        try:
+            read_model_config(FLAGS.head_model)
+        except (ValueError, OSError) as error:
+            return f"--head_model: {error}"
     if "lora" in FLAGS.sections:
         try:
             lora_spec(**_lora())
@@ -137,8 +145,9 @@ def main(argv):
     if "heads" in FLAGS.sections:
         results["heads"] = sections.heads_section(FLAGS.head_samples, FLAGS.head_batch,
                                                   FLAGS.head_seq, FLAGS.repeats,
-                                                  FLAGS.ablation_heads)
-        print(f"## activation pattern, {FLAGS.head_samples} samples x {FLAGS.head_seq}\n"
+                                                  FLAGS.ablation_heads, FLAGS.head_model)
+        print(f"## activation pattern of {results['heads']['model']}, {FLAGS.head_samples} "
+              f"samples x {FLAGS.head_seq}\n"
               f"{report.heads_table(results['heads'])}\n", flush=True)
     if "tracking" in FLAGS.sections:  # the accelerator section's tracking figures alone
         config = _accelerator_config()

@@ -159,9 +159,22 @@ def test_benchmark_script_names_a_wrong_flag_and_exits_2():
                        (["--sections=forward,bogus"], "--sections"),
                        (["--sections=accelerator", "--accel_num_kv_heads=5"], "--accel_"),
                        (["--sections=lora", "--lora_targets=q,x"], "--lora_targets"),
-                       (["--sections=lora", "--lora_rank=0"], "--lora_rank")):
+                       (["--sections=lora", "--lora_rank=0"], "--lora_rank"),
+                       (["--sections=heads", "--head_model=no/such/model"], "--head_model")):
         done = subprocess.run([sys.executable, str(root / "scripts/benchmark.py"), *args],
                               capture_output=True, text=True, cwd=root, check=False,
                               env={**os.environ, "PYTHONPATH": str(root)})
         assert done.returncode == 2, done.stderr
         assert flag in done.stderr.strip().splitlines()[-1]
+
+
+def test_heads_section_times_the_architecture_of_a_named_model(tiny, tiny_model_dir):
+    """`--head_model`: the pattern and forward are timed on that model's shape (read from its
+    metadata), not SmolLM2's."""
+    from headjax.app.bench.sections import heads_section
+
+    result = heads_section(4, 2, 16, 1, 2, model=str(tiny_model_dir))
+    assert result["model"] == str(tiny_model_dir) and result["batches"] == 2
+    assert result["layers_heads"] == [tiny[0].num_layers, tiny[0].num_heads]
+    assert result["forward_total_s"] > 0 and result["pattern_total_s"] > 0
+    assert result["naive_heads_timed"] == 2 and result["naive_per_forward_s"] > 0

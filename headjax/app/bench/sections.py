@@ -23,6 +23,7 @@ from headjax.app.bench.models import SMOLLM2_135M, headjax_params, synthetic_bat
 from headjax.app.bench.sft import LORA, bench_config, sft_runner, torch_labels
 from headjax.app.bench.timing import Timing, peak_device_mib, peak_rss_mib, time_eager, time_jitted
 from headjax.heads.scores import head_scores
+from headjax.io.pretrained import read_model_config
 from headjax.lora import lora_spec, trainable_count
 from headjax.model.loss import loss
 from headjax.model.transformer import param_shapes
@@ -113,14 +114,18 @@ def lora_section(batch_size: int, seq: int, repeats: int, lora: dict | None = No
 
 
 def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,
-                  ablation_heads: int) -> dict:
+                  ablation_heads: int, model: str = "") -> dict:
     """Activation pattern over `num_samples` samples vs forwards over the same samples.
 
     All batches share one shape, so each cost is a per-batch warm median times the number of
     batches. The naive method (one forward with a single head gated to 0 per head, plus the
     unablated forward) is timed on `ablation_heads` heads and extrapolated linearly to all.
+    model: a model name or path `load_pretrained` accepts, whose architecture (read from its
+    metadata, `read_model_config`) is timed with random float32 weights; "" is SmolLM2-135M's.
     """
-    config, params = SMOLLM2_135M, headjax_params()
+    config = (read_model_config(model).replace(dtype="float32", param_dtype="float32")
+              if model else SMOLLM2_135M)
+    params = headjax_params(config)
     if num_samples % batch_size:
         raise ValueError(f"--head_samples {num_samples} not a multiple of --head_batch "
                          f"{batch_size}")
@@ -137,6 +142,8 @@ def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,
                                    for g in gates], repeats=repeats).warm_s / len(gates)
     total_heads = config.num_layers * config.num_heads
     return {
+        "model": model or "smollm2-135m",
+        "layers_heads": [config.num_layers, config.num_heads],
         "batches": batches,
         "forward_total_s": forward.warm_s * batches,
         "pattern_total_s": pattern.warm_s * batches,
