@@ -130,6 +130,24 @@ def test_train_imports_neither_io_nor_eval_nor_the_application(graph):
     assert not {m: t for m, t in wrong.items() if t}
 
 
+def test_train_does_not_load_io_or_eval_through_its_imports(graph):
+    """What importing train/ runs at module level (imports followed through every package,
+    each package's own __init__ included) reaches neither io/ nor eval/ nor the application."""
+    def packages(module: str) -> list[str]:
+        parts = module.split(".")
+        return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+    seen: set[str] = set()
+    todo = [m for m in graph if _layer(m) == "train"]
+    while todo:
+        module = todo.pop()
+        if module in seen or module not in graph:
+            continue
+        seen.add(module)
+        todo.extend([*graph[module][0], *packages(module)])
+    assert not sorted(m for m in seen if _layer(m) in {"io", "eval"} | APPLICATION)
+
+
 def test_every_module_is_in_a_known_layer(graph):
     """A new top-level package must take a row in docs/architecture.md (and here)."""
     assert {_layer(m) for m in graph} <= LAYERS

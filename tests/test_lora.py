@@ -30,15 +30,14 @@ from headjax.lora import (
     LoraParams,
     adapter_axes,
     adapter_shapes,
-    export_peft,
     init_adapters,
     lora_spec,
     model_params,
-    peft_tensors,
     restored_model_params,
     trainable_count,
     with_rank_rule,
 )
+from headjax.lora.export import export_peft, peft_tensors
 from headjax.model import loss as model_loss
 from headjax.model import param_axes
 from headjax.parallel import DEFAULT_RULES, logical_to_spec
@@ -298,3 +297,13 @@ def test_guided_head_lora_run_trains_and_exports_the_pattern_heads(tiny, tiny_mo
     with pytest.raises(FileExistsError, match="not empty"):
         export_peft(str(adapter), state.params)
     assert float(optax.tree.norm(state.params.adapters)) > 0
+
+
+def test_adapter_input_dims_agree_with_the_checkpoint_layout():
+    """`model.adapter.INPUT_DIMS` (an adapter's `a [*in, r]`) and the checkpoint layout's torch
+    `in_features` dims (`io.layout`) describe the same weights."""
+    from headjax.io.layout import LAYER_RULES
+    from headjax.model.adapter import INPUT_DIMS
+
+    assert {rule.key: rule.in_dims for rule in LAYER_RULES
+                          if rule.key in INPUT_DIMS} == INPUT_DIMS

@@ -23,14 +23,8 @@ from test_parity_torch import _torch_gamma_scores  # noqa: E402
 
 from headjax.heads.scores import gate_gradients  # noqa: E402
 from headjax.io import export_hf  # noqa: E402
-from headjax.lora import (  # noqa: E402
-    LoraParams,
-    export_merged_hf,
-    export_peft,
-    init_adapters,
-    lora_spec,
-    model_params,
-)
+from headjax.lora import LoraParams, init_adapters, lora_spec, model_params  # noqa: E402
+from headjax.lora.export import export_merged_hf, export_peft  # noqa: E402
 from headjax.model import forward, init, tiny_config  # noqa: E402
 
 ALL = ("q", "k", "v", "o", "gate", "up", "down")

@@ -219,7 +219,8 @@ def export_final(config: ml_collections.ConfigDict, state: TrainState, model_con
     `load_pretrained` and `scripts/analyze.py --checkpoints` read; merged in a LoRA run, which
     also writes its adapters as the PEFT folder `run_dir/final_adapter`); None when skipped."""
     from headjax.io.native import save_native
-    from headjax.lora import LoraParams, export_peft, model_params
+    from headjax.lora import LoraParams, model_params
+    from headjax.lora.export import export_peft
 
     path = Path(config.run_dir) / "final_model"
     if jax.process_count() > 1:

@@ -34,8 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from headjax.io.layout import LAYER_RULES
-from headjax.model.adapter import Adapters
+from headjax.model.adapter import INPUT_DIMS, Adapters
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, param_axes, param_shapes
 
@@ -43,7 +42,6 @@ TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "
            "up": "up_proj", "down": "down_proj"}
 RANK_AXIS = "lora_rank"
 RANK_RULE = (RANK_AXIS, None)  # the rank dimension is never sharded
-_IN_DIMS = {rule.key: rule.in_dims for rule in LAYER_RULES if rule.key in TARGETS.values()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +94,7 @@ def adapter_axes(config: ModelConfig, spec: LoraSpec) -> dict:
     axes = param_axes(config)["layers"]
     out = {}
     for key in spec.keys:
-        names, n_in = axes[key], _IN_DIMS[key]
+        names, n_in = axes[key], INPUT_DIMS[key]
         out[key] = {"a": (*names[:1 + n_in], RANK_AXIS), "b": (names[0], RANK_AXIS,
                                                                *names[1 + n_in:])}
     return out
@@ -107,7 +105,7 @@ def adapter_shapes(config: ModelConfig, spec: LoraSpec) -> dict:
     shapes = param_shapes(config)["layers"]
     out = {}
     for key in spec.keys:
-        shape, n_in = shapes[key], _IN_DIMS[key]
+        shape, n_in = shapes[key], INPUT_DIMS[key]
         out[key] = {"a": (*shape[:1 + n_in], spec.rank), "b": (shape[0], spec.rank,
                                                                *shape[1 + n_in:])}
     return out

@@ -27,6 +27,11 @@ from jaxtyping import Array, Float, UInt
 
 RANK_LETTER = "z"  # the rank's einsum letter (no projection equation uses it)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# How many leading dims of each (per-layer) projection weight its input contracts: q/k/v
+# [d_model, heads, head_dim], gate/up [d_model, ffn] and down [ffn, d_model] take 1; o_proj
+# [heads, head_dim, d_model] takes 2. An adapter's a is `[*in, r]`, its b `[r, *out]`.
+INPUT_DIMS = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1, "up_proj": 1,
+              "down_proj": 1}
 
 
 class Adapter(NamedTuple):
