@@ -7,6 +7,8 @@ per token entry, unbiased in expectation, off at evaluation, reproducible per st
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +19,7 @@ from test_scores_graph import dot_shapes
 from headjax.app.bench.models import synthetic_batch
 from headjax.lora import LoraParams, adapter_shapes, init_adapters, lora_spec, model_params
 from headjax.model import forward, init, tiny_config
-from headjax.model.adapter import Adapter, adapted, dropout
+from headjax.model.adapter import INPUT_DIMS, Adapter, adapted, dropout
 from headjax.model.loss import batch_token_losses
 from headjax.train import create_state, make_optimizer, make_schedule, make_train_step
 
@@ -86,6 +88,10 @@ def test_unmerged_equals_merged(tiny, targets, heads):
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
 
 
+def _as_matrix(shape: tuple, n_in: int) -> tuple[int, int]:
+    return math.prod(shape[:n_in]), math.prod(shape[n_in:])
+
+
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_lora_step_forms_no_weight_gradient_of_frozen_weights(scan_layers):
     """No matrix product of the LoRA step's program has the shape of an adapted weight (a
@@ -100,7 +106,9 @@ def test_lora_step_forms_no_weight_gradient_of_frozen_weights(scan_layers):
     optimizer = make_optimizer(schedule, weight_decay=0.0)
     state = create_state(params, optimizer, 0)
     step = make_train_step(config, optimizer, schedule)
-    weight_shapes = {tuple(sorted(base["layers"][key].shape[1:])) for key in spec.keys}
+    # Projections run as 2-D products (`project`): a weight gradient is `[prod(in), prod(out)]`.
+    weight_shapes = {tuple(sorted(_as_matrix(base["layers"][key].shape[1:], INPUT_DIMS[key])))
+                     for key in spec.keys}
     assert len(weight_shapes) == 3  # q and o, k and v, gate, up and down (sizes sorted)
 
     def weight_shaped(fn, *args):

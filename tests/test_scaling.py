@@ -18,6 +18,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from headjax.model import batch_token_losses, model_inputs, param_axes, param_shapes, tiny_config
+from headjax.model.loss import first_answer_targets
 from headjax.parallel import (
     DEFAULT_RULES,
     activation_sharding,
@@ -86,29 +87,46 @@ def test_constrain_is_identity_outside_a_mesh_and_strict_inside():
     assert constrain(x, ("batch", "seq", "embed")) is x  # the context is gone again
 
 
-def test_chunked_cross_entropy_equals_plain(tiny):
-    """Value and gradient (params and per-sample gates) within 1e-6, chunks dividing the
-    sequence (16) or not (5), with padding segments."""
+def test_chunked_and_answer_only_cross_entropy_equal_plain(tiny):
+    """Value and gradient (params and per-sample gates) within 1e-6 of the plain loss: chunks
+    dividing the sequence (16) or not (5); answer-only projection with room for every row's
+    answer (8), and too little room for one row (4: that batch takes the full projection), alone
+    and chunked; with padding segments and answer tokens spread over each row."""
     config, params = tiny
     rng = np.random.default_rng(0)
     segments = np.ones((3, 16), np.int32)
     segments[1, 12:] = 0
+    mask = np.zeros((3, 16), np.float32)
+    mask[0, 10:14] = 1  # 4 answer tokens
+    mask[1, [3, 4, 9]] = 1  # 3, in two spans
+    mask[2, 8:16] = 1  # 8, up to the last position
     batch = {"tokens": jnp.asarray(rng.integers(0, 128, (3, 16)), jnp.int32),
-             "loss_mask": jnp.asarray(rng.random((3, 16)) > 0.3, jnp.float32) * segments,
-             "segment_ids": jnp.asarray(segments)}
+             "loss_mask": jnp.asarray(mask), "segment_ids": jnp.asarray(segments)}
     gates = jnp.asarray(rng.uniform(0.5, 1.5, (3, config.num_layers, config.num_heads)))
 
-    def total(p, g, chunk):
-        return batch_token_losses(p, batch, config, g, chunk=chunk)[0].sum()
+    def total(p, g, chunk, answer_positions):
+        c = config.replace(answer_positions=answer_positions)
+        return batch_token_losses(p, batch, c, g, chunk=chunk)[0].sum()
 
-    grad = jax.jit(jax.value_and_grad(total, argnums=(0, 1)), static_argnums=2)
-    plain, plain_grads = grad(params, gates, 0)
-    for chunk in (5, 16):
-        chunked, chunked_grads = grad(params, gates, chunk)
-        np.testing.assert_allclose(chunked, plain, rtol=1e-6)
-        for a, b in zip(jax.tree.leaves(chunked_grads), jax.tree.leaves(plain_grads),
-                        strict=True):
+    grad = jax.jit(jax.value_and_grad(total, argnums=(0, 1)), static_argnums=(2, 3))
+    plain, plain_grads = grad(params, gates, 0, 0)
+    for chunk, answer_positions in ((5, 0), (16, 0), (0, 8), (0, 4), (5, 8), (3, 4)):
+        value, grads = grad(params, gates, chunk, answer_positions)
+        np.testing.assert_allclose(value, plain, rtol=1e-6)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_first_answer_targets_in_order_padded_with_zero():
+    mask = jnp.asarray([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1]], jnp.float32)
+    np.testing.assert_array_equal(first_answer_targets(mask, 3),
+                                  [[1, 2, 4], [0, 0, 0], [1, 2, 3]])
+
+
+def test_answer_positions_must_not_be_negative(tiny):
+    config, _ = tiny
+    with pytest.raises(ValueError, match="answer_positions"):
+        config.replace(answer_positions=-1)
 
 
 def test_bfloat16_first_moment_halves_mu_only(tiny):

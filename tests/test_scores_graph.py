@@ -13,7 +13,7 @@ from headjax.heads.scores import gate_gradients
 from headjax.model import init, tiny_config
 from headjax.model.loss import loss
 
-BATCH = 5  # a size no other dimension of the model below has
+BATCH, SEQ = 5, 7  # BATCH and BATCH * SEQ: sizes no other dimension of the model below has
 
 
 def dot_shapes(jaxpr) -> list[tuple[int, ...]]:
@@ -36,7 +36,7 @@ def test_gate_gradients_compute_no_parameter_gradients(scan_layers):
     config = tiny_config(vocab_size=96, d_model=40, ffn_dim=56, num_layers=3,
                          scan_layers=scan_layers)
     params = init(jax.random.key(0), config)
-    batch = jax.tree.map(jnp.asarray, synthetic_batch(config, BATCH, 7))
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config, BATCH, SEQ))
     trace = lambda fn, *args: dot_shapes(jax.make_jaxpr(fn)(*args).jaxpr)
     forward = trace(lambda p, b: loss(p, b, config), params, batch)
     gates = trace(lambda p, b: gate_gradients(p, b, config), params, batch)
@@ -46,10 +46,11 @@ def test_gate_gradients_compute_no_parameter_gradients(scan_layers):
     # Parameters passed as arguments give the same program as parameters closed over as
     # constants: nothing is differentiated with respect to them.
     assert gates == gates_constant_params
-    # A weight gradient sums over the batch, so its product has no batch axis; the full
-    # gradient has such products, the gate gradient has none.
-    assert any(shape[0] != BATCH for shape in full)
-    assert all(shape[0] == BATCH for shape in gates)
+    # A weight gradient sums over the batch, so its product has no batch (or, for the 2-D
+    # projections, token) axis; the full gradient has such products, the gate gradient none.
+    activation = lambda shape: shape[0] in (BATCH, BATCH * SEQ)  # noqa: E731
+    assert not all(activation(shape) for shape in full)
+    assert all(activation(shape) for shape in gates)
     # Backward = at most one product per forward product (the input's cotangent) plus one more
     # per attention product (scores and values: both operands are activations); attention
     # products are the rank-5 ones here ([b, kv, group, q, k] and [b, kv, hd, group, q]).

@@ -3,17 +3,18 @@
 from headjax.model.config import ModelConfig, RopeScaling, tiny_config
 from headjax.model.loss import (
     Batch,
+    answer_token_losses,
     batch_token_losses,
-    chunked_token_losses,
     loss,
     model_inputs,
     per_sample_loss,
     token_losses,
+    vocab_cross_entropy,
 )
 from headjax.model.transformer import ForwardOutput, Params, forward, init, param_axes, param_shapes
 
 __all__ = [
-    "Batch", "ForwardOutput", "ModelConfig", "Params", "RopeScaling", "batch_token_losses",
-    "chunked_token_losses", "forward", "init", "loss", "model_inputs", "param_axes",
-    "param_shapes", "per_sample_loss", "tiny_config", "token_losses",
+    "Batch", "ForwardOutput", "ModelConfig", "Params", "RopeScaling", "answer_token_losses",
+    "batch_token_losses", "forward", "init", "loss", "model_inputs", "param_axes",
+    "param_shapes", "per_sample_loss", "tiny_config", "token_losses", "vocab_cross_entropy",
 ]

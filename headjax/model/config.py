@@ -56,6 +56,10 @@ class ModelConfig:
       attention_impl: "xla" (einsum, can return probabilities) or "fused"
         (`jax.nn.dot_product_attention`, never materialises probabilities outside the kernel;
         with `attn_logit_softcap`, which that kernel lacks, the einsum path runs instead).
+      answer_positions: the loss (`headjax.model.loss`) projects onto the vocabulary only the
+        positions that predict answer tokens, at most this many per row; a batch with a longer
+        answer takes the full projection, so losses and gradients never change. 0: every
+        position. Saves (seq - answer_positions) / seq of the vocabulary projection.
 
     Family features (each off by default; see docs/method.md for which family uses which):
       qk_norm: per-head RMSNorm on q and k (params `q_norm`, `k_norm` `[layers, head_dim]`),
@@ -100,6 +104,7 @@ class ModelConfig:
     scan_layers: bool = True
     remat: str = "none"
     attention_impl: str = "xla"
+    answer_positions: int = 0
     qk_norm: bool = False
     norm_plus_one: bool = False
     sandwich_norms: bool = False
@@ -136,6 +141,8 @@ class ModelConfig:
             fail("remat", f"{self.remat!r} not in {REMAT_POLICIES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             fail("attention_impl", f"{self.attention_impl!r} not in {ATTENTION_IMPLS}")
+        if self.answer_positions < 0:
+            fail("answer_positions", f"must be >= 0, got {self.answer_positions}")
         for field in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap",
                       "rope_local_theta"):
             value = getattr(self, field)

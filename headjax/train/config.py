@@ -36,6 +36,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots
     c.model.attention_impl = "xla"  # xla | fused
     c.model.scan_layers = True
+    # Project onto the vocabulary only positions predicting answer tokens, at most this many per
+    # row (exact: longer answers take the full projection); 0 = every position.
+    c.model.answer_positions = 0
     # A preset shape (headjax.model.presets) for `--dry_run` when model.pretrained is not on
     # this machine; "" = read the shape from model.pretrained's metadata.
     c.model.architecture = ""
@@ -164,7 +167,8 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "guide.head_fraction", "lora.rank", "lora.alpha", "select.pool_samples",
             "select.fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-                "checkpoint.every", "eval.every", "heads.every", "train.loss_chunk")
+                "checkpoint.every", "eval.every", "heads.every", "train.loss_chunk",
+                "model.answer_positions")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

@@ -5,7 +5,7 @@ so each device keeps its rows), sums their answer-token losses and gradients wit
 and divides by the batch's answer-token count: the result equals the full-batch step.
 Compute dtype and rematerialisation come from `ModelConfig.dtype` and `ModelConfig.remat`;
 `loss_chunk > 0` projects onto the vocabulary that many positions at a time
-(`headjax.model.loss.chunked_token_losses`).
+(`headjax.model.loss.vocab_cross_entropy`).
 In a LoRA run (`state.params` a `headjax.lora.LoraParams`) the gradient is taken with respect to
 the adapters only, run unmerged inside the projections (y = x W + (alpha / r) (dropout(x) a) b,
 `LoraParams.unmerged`), so no weight-shaped gradient of the frozen base is formed; the dropout

@@ -49,10 +49,12 @@ BatchFactory = Callable[[dict | None], Iterator[dict]]
 
 def model_config_for_training(model_config: ModelConfig, config: ml_collections.ConfigDict
                               ) -> ModelConfig:
-    """`model_config` with the run's numerics (dtype, param dtype, remat, attention, scan)."""
+    """`model_config` with the run's numerics (dtype, param dtype, remat, attention, scan,
+    answer positions)."""
     m = config.model
     return model_config.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-                                attention_impl=m.attention_impl, scan_layers=m.scan_layers)
+                                attention_impl=m.attention_impl, scan_layers=m.scan_layers,
+                                answer_positions=m.answer_positions)
 
 
 def checkpoint_dir(config: ml_collections.ConfigDict) -> Path:
