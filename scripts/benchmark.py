@@ -5,6 +5,7 @@ a Llama-class bf16 SFT step on an accelerator.
     python scripts/benchmark.py --sections=cpu_ratio --pairs=7
     python scripts/benchmark.py --sections=lora --lora_rank=8   # LoRA step beside full SFT
     python scripts/benchmark.py --sections=accelerator       # one GPU or TPU chip, < 8 minutes
+    python scripts/benchmark.py --sections=profile           # where one SFT step's time goes
 
 Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.app.bench`. The
 `--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop);
@@ -20,7 +21,7 @@ import json
 from absl import app, flags
 
 from headjax.app import cli
-from headjax.app.bench import accelerator, report, sections
+from headjax.app.bench import accelerator, profile, report, sections
 from headjax.app.bench.machine import cpu_description
 from headjax.app.bench.paired import cpu_ratio_section
 from headjax.app.bench.sft import LORA, bench_config
@@ -28,9 +29,10 @@ from headjax.io.output import check_output
 from headjax.io.pretrained import read_model_config
 from headjax.lora import lora_spec
 
-SECTIONS = ("forward", "sft", "lora", "heads", "cpu_ratio", "tracking", "accelerator")
+SECTIONS = ("forward", "sft", "lora", "heads", "cpu_ratio", "tracking", "accelerator", "profile")
 DEFAULT_SECTIONS = ("forward", "sft", "heads")
-SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim")
+SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim",
+         "answer_positions")
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Sections to run, among {SECTIONS}.")
 flags.DEFINE_integer("repeats", 3, "Warm (post-compile) repeats per measurement; medians.")
@@ -51,8 +53,8 @@ flags.DEFINE_string("head_model", "", "heads: time this model's architecture (a 
                     "load_pretrained accepts, e.g. gemma3-270m) instead of SmolLM2-135M's.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
 for size in SIZES:
-    flags.DEFINE_integer(f"model_{size}", None, f"sft, lora, cpu_ratio: override SmolLM2's "
-                         f"{size}.")
+    flags.DEFINE_integer(f"model_{size}", None, f"sft, lora, cpu_ratio, profile, heads: "
+                         f"override SmolLM2's {size}.")
     flags.DEFINE_integer(f"accel_{size}", None, f"accelerator: override Llama-1B's {size}.")
 flags.DEFINE_string("accel_dtype", "bfloat16", "accelerator: compute dtype.")
 flags.DEFINE_enum("accel_attention", "xla", accelerator.ATTENTION_IMPLS,
@@ -65,6 +67,8 @@ flags.DEFINE_integer("tracking_steps", 50, "accelerator, tracking: SFT steps wit
 flags.DEFINE_integer("probe_seq", 256, "accelerator, tracking: sequence length of the probes.")
 flags.DEFINE_float("peak_tflops", None, "accelerator: the chip's peak TFLOP/s (default: the "
                    "table in headjax/app/bench/machine.py by device kind).")
+flags.DEFINE_string("trace_dir", "/tmp/headjax_profile", "profile: where the trace of one SFT "
+                    "step (batch --sft_batch x --sft_seq) is written.")
 flags.DEFINE_string("output", None, "Optional JSON file for the raw results (new unless "
                     "--overwrite).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
@@ -145,10 +149,16 @@ def main(argv):
     if "heads" in FLAGS.sections:
         results["heads"] = sections.heads_section(FLAGS.head_samples, FLAGS.head_batch,
                                                   FLAGS.head_seq, FLAGS.repeats,
-                                                  FLAGS.ablation_heads, FLAGS.head_model)
+                                                  FLAGS.ablation_heads, FLAGS.head_model,
+                                                  model)
         print(f"## activation pattern of {results['heads']['model']}, {FLAGS.head_samples} "
               f"samples x {FLAGS.head_seq}\n"
               f"{report.heads_table(results['heads'])}\n", flush=True)
+    if "profile" in FLAGS.sections:
+        results["profile"] = profile.profile_section(bench_config(model), FLAGS.sft_batch,
+                                                     FLAGS.sft_seq, FLAGS.trace_dir)
+        print(f"## where an SFT step's time goes, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}\n"
+              f"{report.profile_table(results['profile'])}\n", flush=True)
     if "tracking" in FLAGS.sections:  # the accelerator section's tracking figures alone
         config = _accelerator_config()
         prepared = accelerator.prepare_sft(config, FLAGS.accel_batch, FLAGS.accel_seq)

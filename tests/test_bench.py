@@ -178,3 +178,34 @@ def test_heads_section_times_the_architecture_of_a_named_model(tiny, tiny_model_
     assert result["layers_heads"] == [tiny[0].num_layers, tiny[0].num_heads]
     assert result["forward_total_s"] > 0 and result["pattern_total_s"] > 0
     assert result["naive_heads_timed"] == 2 and result["naive_per_forward_s"] > 0
+
+
+def test_profile_section_traces_one_step_and_names_each_op_by_its_source(tmp_path):
+    """The trace of a tiny model's SFT step is written; its ops are summed, ranked, and named by
+    the HLO op_name metadata, with the backward pass told apart."""
+    from headjax.app.bench.profile import profile_section
+    from headjax.app.bench.sft import bench_config
+
+    result = profile_section(bench_config(TINY), 2, 8, str(tmp_path / "trace"), top=10)
+    assert list((tmp_path / "trace").rglob("*.trace.json.gz"))
+    rows = result["rows"]
+    assert 0 < len(rows) <= 10 and result["ops_ms"] > 0
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    assert sum(r["share"] for r in rows) <= 1 + 1e-9
+    assert all(r["source"].startswith("jit(step)") for r in rows if r["source"])
+    assert sum(bool(r["source"]) for r in rows) >= len(rows) // 2
+    assert not any(r["op"].startswith(("while", "PjitFunction")) for r in rows)
+    assert 0 < result["backward_share"] < 1
+    assert "| op | ms |" in report.profile_table(result)
+
+
+def test_op_sources_reads_op_name_metadata():
+    from headjax.app.bench.profile import op_sources
+
+    hlo = ('  %dot.3 = f32[4,8]{1,0} dot(%a, %b), metadata={op_name="jit(f)/dot_general"}\n'
+           '  ROOT %fusion.1 = f32[4]{0} fusion(%dot.3), kind=kLoop, '
+           'metadata={op_name="jit(f)/transpose(jvp())/mul" stack_frame_id=2}\n'
+           '  %p = f32[4]{0} parameter(0)\n')
+    assert op_sources(hlo) == {"dot.3": "jit(f)/dot_general",
+                               "fusion.1": "jit(f)/transpose(jvp())/mul", "p": ""}
+    assert op_sources("  %while.2 = (s32[]) while(%t), body=%b\n") == {}

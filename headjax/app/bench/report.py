@@ -119,3 +119,14 @@ def tracking_line(t: dict, probe_seq: int) -> str:
             f"{t['wall_with_s']:.1f} s with vs {t['wall_without_s']:.1f} s without, "
             f"{_percent(t['share'])} of the run; one recording {_ms(t['record_s'])}, "
             f"{_percent(t['steady_share'])} of the wall time at that cadence.")
+
+
+def profile_table(results: dict) -> str:
+    """The traced step's top ops: summed ms, calls, share of all ops, pass, source."""
+    lines = [f"All ops {results['ops_ms']:,.0f} ms, backward pass "
+             f"{results['backward_share']:.0%} of it; trace in {results['trace_dir']}", "",
+             "| op | ms | calls | share | pass | source (HLO op_name) |", "|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['op']} | {r['ms']:,.1f} | {r['calls']} | {r['share']:.1%} | "
+                     f"{'backward' if r['backward'] else 'forward'} | `{r['source']}` |")
+    return "\n".join(lines)

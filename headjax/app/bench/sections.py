@@ -114,7 +114,8 @@ def lora_section(batch_size: int, seq: int, repeats: int, lora: dict | None = No
 
 
 def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,
-                  ablation_heads: int, model: str = "") -> dict:
+                  ablation_heads: int, model: str = "", model_overrides: dict | None = None
+                  ) -> dict:
     """Activation pattern over `num_samples` samples vs forwards over the same samples.
 
     All batches share one shape, so each cost is a per-batch warm median times the number of
@@ -122,9 +123,10 @@ def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,
     unablated forward) is timed on `ablation_heads` heads and extrapolated linearly to all.
     model: a model name or path `load_pretrained` accepts, whose architecture (read from its
     metadata, `read_model_config`) is timed with random float32 weights; "" is SmolLM2-135M's.
+    model_overrides: ModelConfig fields to replace (e.g. answer_positions).
     """
     config = (read_model_config(model).replace(dtype="float32", param_dtype="float32")
-              if model else SMOLLM2_135M)
+              if model else SMOLLM2_135M).replace(**(model_overrides or {}))
     params = headjax_params(config)
     if num_samples % batch_size:
         raise ValueError(f"--head_samples {num_samples} not a multiple of --head_batch "

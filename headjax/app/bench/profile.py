@@ -1,0 +1,92 @@
+"""Where a step's time goes: a `jax.profiler` trace of one warm SFT step, summed per XLA op.
+
+The trace (`<host>.trace.json.gz` in Chrome's trace format and `perfetto_trace.json.gz`, both
+openable at ui.perfetto.dev; TensorBoard's profile plugin reads the `.xplane.pb` beside them)
+records one event per executed op of the compiled program. `op_table`
+sums each op's durations over the step (an op inside the layer scan runs once per layer) and
+names it by the source it came from: the `op_name` metadata of the compiled HLO, e.g.
+`jit(step)/transpose(jvp())/while/body/closed_call/bsd,df->bsf/dot_general` (`transpose(jvp())`
+marks the backward pass, `while/body` the layer scan).
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from headjax.app.bench.models import headjax_params, synthetic_batch
+from headjax.app.bench.sft import compiled_train_step, train_state
+from headjax.model.config import ModelConfig
+
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%([\w.\-]+) = (.*)$', re.MULTILINE)
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# Control flow: a while/conditional/call event spans the ops it runs, which have their own.
+_CONTAINERS = ("while", "conditional", "call")
+
+
+def op_sources(hlo_text: str) -> dict[str, str]:
+    """`{HLO instruction name: its op_name metadata ("" without)}` for every instruction of
+    `hlo_text` except control flow (`_CONTAINERS`)."""
+    sources = {}
+    for name, rest in _INSTRUCTION.findall(hlo_text):
+        if name.split(".")[0] not in _CONTAINERS:
+            found = _OP_NAME.search(rest)
+            sources[name] = found.group(1) if found else ""
+    return sources
+
+
+def trace_events(trace_dir: Path) -> list[dict]:
+    """The complete ("X") events of the newest Chrome-format trace under `trace_dir`."""
+    files = sorted(trace_dir.rglob("*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}")
+    with gzip.open(files[-1]) as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def op_table(events: list[dict], sources: dict[str, str], top: int) -> dict:
+    """The `top` ops by summed duration: rows of {op, ms, calls, share, backward, source}, with
+    the total over all ops (ms) and the backward pass's share of it. Events that are not
+    instructions in `sources` (runtime bookkeeping, control flow) are left out."""
+    total_us = collections.Counter()
+    calls = collections.Counter()
+    for event in events:
+        name = event["name"]
+        if name not in sources:
+            continue
+        total_us[name] += event.get("dur", 0)
+        calls[name] += 1
+    all_us = sum(total_us.values())
+    backward_us = sum(us for name, us in total_us.items()
+                      if "transpose(jvp" in sources[name])
+    rows = [{"op": name, "ms": us / 1e3, "calls": calls[name], "share": us / max(all_us, 1),
+             "backward": "transpose(jvp" in sources[name], "source": sources[name]}
+            for name, us in total_us.most_common(top)]
+    return {"ops_ms": all_us / 1e3, "backward_share": backward_us / max(all_us, 1),
+            "rows": rows}
+
+
+def profile_section(config: ModelConfig, batch_size: int, seq: int, trace_dir: str,
+                    top: int = 15) -> dict:
+    """Trace one warm SFT step (`sft.compiled_train_step`, random weights, `synthetic_batch`)
+    into `trace_dir`; returns `op_table` and the step's wall seconds."""
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config, batch_size, seq))
+    state = train_state(headjax_params(config))
+    step, _ = compiled_train_step(config, state, batch)
+    state, metrics = step(state, batch)  # warm-up: allocations and thread pools settle
+    jax.block_until_ready(metrics)
+    directory = Path(trace_dir)
+    with jax.profiler.trace(str(directory), create_perfetto_trace=True):
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+    events = trace_events(directory)
+    table = op_table(events, op_sources(step.as_text()), top)
+    return {"batch": batch_size, "seq": seq, "trace_dir": str(directory), **table}
