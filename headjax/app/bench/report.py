@@ -125,7 +125,8 @@ def profile_table(results: dict) -> str:
     """The traced step's top ops: summed ms, calls, share of all ops, pass, source."""
     lines = [f"All ops {results['ops_ms']:,.0f} ms, backward pass "
              f"{results['backward_share']:.0%} of it; trace in {results['trace_dir']}", "",
-             "| op | ms | calls | share | pass | source (HLO op_name) |", "|---|---|---|---|---|---|"]
+             "| op | ms | calls | share | pass | source (HLO op_name) |",
+             "|---|---|---|---|---|---|"]
     for r in results["rows"]:
         lines.append(f"| {r['op']} | {r['ms']:,.1f} | {r['calls']} | {r['share']:.1%} | "
                      f"{'backward' if r['backward'] else 'forward'} | `{r['source']}` |")
