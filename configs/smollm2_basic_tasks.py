@@ -11,6 +11,7 @@ def get_config():
     c.data.tasks = TASKS
     c.data.weights = (1.0,) * len(TASKS)
     c.data.max_len = 128
+    c.model.answer_positions = 32  # vocabulary projection at answer positions only (exact)
     c.data.train_samples = 1000
     c.train.steps = 300
     c.train.batch_size = 16

@@ -11,6 +11,7 @@ def get_config():
     c.run_dir = "runs/smollm2_complex_task"
     c.data.tasks = ("gsm_symbolic",)
     c.data.max_len = 256
+    c.model.answer_positions = 32  # vocabulary projection at answer positions only (exact)
     c.data.train_samples = 1000
     c.train.steps = 400
     c.train.batch_size = 16

@@ -21,6 +21,7 @@ def get_config():
     c.data.tasks = ("gsm_symbolic",)
     c.data.train_samples = 32
     c.data.max_len = 192
+    c.model.answer_positions = 32  # vocabulary projection at answer positions only (exact)
     c.train.steps = 12
     c.train.batch_size = 8
     c.train.lr = 1e-4

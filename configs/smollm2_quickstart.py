@@ -19,6 +19,7 @@ def get_config():
     c.model.pretrained = "smollm2-135m-instruct"
     c.data.tasks = ("letter_counting",)
     c.data.max_len = 96
+    c.model.answer_positions = 32  # vocabulary projection at answer positions only (exact)
     c.data.train_samples = 1000
     c.train.steps = 40
     c.train.batch_size = 8
