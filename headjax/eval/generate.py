@@ -94,12 +94,21 @@ def empty_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
                    positions=jnp.zeros((batch,), jnp.int32), length=jnp.zeros((), jnp.int32))
 
 
+def prefill_hidden(params: Params, config: ModelConfig, prompts: Int[Array, "batch prompt"],
+                   prompt_mask: Bool[Array, "batch prompt"], max_len: int, *,
+                   gates: Gates | None = None
+                   ) -> tuple[Float[Array, "batch prompt d_model"], KVCache]:
+    """The last residual stream of every prompt slot (before the final norm) and the cache
+    holding the prompts (`max_len` slots)."""
+    cache = empty_cache(config, prompts.shape[0], max_len)
+    return _extend(params, prompts, prompt_mask.astype(jnp.int32), cache, config, gates)
+
+
 def prefill(params: Params, config: ModelConfig, prompts: Int[Array, "batch prompt"],
             prompt_mask: Bool[Array, "batch prompt"], max_len: int, *,
             gates: Gates | None = None) -> tuple[Float[Array, "batch prompt vocab"], KVCache]:
     """Logits f32 of every prompt slot (garbage at padding) and the cache holding the prompts."""
-    cache = empty_cache(config, prompts.shape[0], max_len)
-    x, cache = _extend(params, prompts, prompt_mask.astype(jnp.int32), cache, config, gates)
+    x, cache = prefill_hidden(params, config, prompts, prompt_mask, max_len, gates=gates)
     return unembed(cast_params(params, config), x, config), cache
 
 
@@ -126,9 +135,12 @@ def _generate(params, prompts, prompt_mask, gates, temperature, rng, *, config, 
               stop_token_ids, greedy, pad_token_id) -> GenerateOutput:
     batch, prompt_len = prompts.shape
     stop_ids = jnp.asarray(stop_token_ids or (-1,), jnp.int32)
-    logits, cache = prefill(params, config, prompts, prompt_mask, prompt_len + max_new_tokens,
-                            gates=gates)
-    first = _choose(logits[:, -1], temperature, jax.random.fold_in(rng, 0), greedy)
+    # Prompts are left-padded: only the last slot's logits are needed, so only it is projected
+    # onto the vocabulary (`prompt` times fewer vocabulary FLOPs than `prefill`).
+    x, cache = prefill_hidden(params, config, prompts, prompt_mask, prompt_len + max_new_tokens,
+                              gates=gates)
+    logits = unembed(cast_params(params, config), x[:, -1:], config)[:, 0]
+    first = _choose(logits, temperature, jax.random.fold_in(rng, 0), greedy)
     out = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, stop_ids)
     lengths = jnp.ones((batch,), jnp.int32)
