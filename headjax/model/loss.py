@@ -92,8 +92,7 @@ def every_position_losses(params: Params, hidden: Float[Array, "batch seq d_mode
     return jnp.pad(ce, ((0, 0), (1, 0))) * mask
 
 
-def first_answer_targets(mask: Float[Array, "batch seq"], cap: int
-                     ) -> Int[Array, "batch cap"]:
+def first_answer_targets(mask: Float[Array, "batch seq"], cap: int) -> Int[Array, "batch cap"]:
     """The first `cap` positions t of each row with `mask[:, t] > 0` (answer targets), in order;
     rows with fewer are padded with 0 (where the loss mask is always 0)."""
     return jax.vmap(lambda row: jnp.nonzero(row > 0, size=cap, fill_value=0)[0])(mask)
