@@ -265,16 +265,24 @@ def test_lora_training_resumes_exactly(tiny, tiny_model_dir, tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def _head_lora_config(model_dir, run_dir, *, steps: int, heads: str):
+    """A head-LoRA run (rank 2 on q and o, a quarter of the heads by `heads`) of the tiny model
+    on 8 samples of an echo task."""
+    digit_task("lora_echo", concatenated)
+    c = tiny_run_config(model_dir, run_dir, ("lora_echo",))
+    c.data.train_samples = 8
+    c.train.update(steps=steps, warmup_steps=0)
+    c.checkpoint.update(every=0)
+    c.guide.update(heads=heads, head_fraction=0.25)
+    c.lora.update(enabled=True, rank=2, alpha=4.0, targets=("q", "o"))
+    return c
+
+
 def test_guided_head_lora_run_trains_and_exports_the_pattern_heads(tiny, tiny_model_dir,
                                                                     tmp_path):
     config, base = tiny
-    digit_task("lora_echo", concatenated)
-    c = tiny_run_config(tiny_model_dir, tmp_path, ("lora_echo",))
-    c.data.train_samples = 8
-    c.train.update(steps=2, warmup_steps=0, lr=5e-2)
-    c.checkpoint.update(every=0)
-    c.guide.update(heads="pattern", head_fraction=0.25)
-    c.lora.update(enabled=True, rank=2, alpha=4.0, targets=("q", "o"))
+    c = _head_lora_config(tiny_model_dir, tmp_path, steps=2, heads="pattern")
+    c.train.lr = 5e-2
     state = run(c)
     record = json.loads((tmp_path / "guide.json").read_text())
     heads = np.zeros((config.num_layers, config.num_heads), bool)
@@ -307,3 +315,37 @@ def test_adapter_input_dims_agree_with_the_checkpoint_layout():
 
     assert {rule.key: rule.in_dims for rule in LAYER_RULES
                           if rule.key in INPUT_DIMS} == INPUT_DIMS
+
+
+def test_budget_rank_matches_plain_lora_parameters(tiny):
+    """Head-LoRA on few heads gets the rank whose adapter count is nearest plain LoRA's (counted
+    independently, rank by rank); every head at the same rank is plain LoRA itself."""
+    from headjax.app.guide import budget_rank
+
+    config, _ = tiny
+    targets = ("q", "k", "v", "o")
+    heads = np.zeros((config.num_layers, config.num_heads), bool)
+    heads[0, 1] = True
+    plain = trainable_count(config, lora_spec(4, 8.0, targets))
+    rank = budget_rank(config, targets, heads, 4)
+    counts = {r: trainable_count(config, lora_spec(r, 2.0 * r, targets, heads))
+              for r in range(1, 4 * rank)}
+    assert rank > 4 and rank == min(counts, key=lambda r: abs(counts[r] - plain))
+    assert budget_rank(config, targets, np.ones_like(heads), 4) == 4
+
+
+def test_guided_head_lora_at_a_plain_lora_budget_trains_at_the_matched_rank(tiny, tiny_model_dir,
+                                                                            tmp_path):
+    from headjax.app.guide import budget_rank
+
+    config, _ = tiny
+    c = _head_lora_config(tiny_model_dir, tmp_path, steps=1, heads="random")
+    c.guide.lora_budget_rank = 2
+    c.checkpoint.export_final = False
+    state = run(c)
+    record = json.loads((tmp_path / "guide.json").read_text())
+    heads = np.asarray(state.params.spec.heads)
+    rank = budget_rank(config, ("q", "o"), heads, 2)
+    assert record["lora_rank"] == state.params.spec.rank == rank > 2
+    assert state.params.spec.alpha == 2.0 * rank  # alpha / rank kept
+    assert record["trainable_parameters"] == trainable_count(config, state.params.spec)

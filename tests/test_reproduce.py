@@ -67,6 +67,12 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
     assert select.guide.mixture == "none" and select.guide.heads == "all"
     config.grid.select_pool = ("r_max",)
     assert method_config(config, 4, "select_all", 0, dap).select.pool == ("r_max",)
+    lora_all = method_config(config, 4, "lora_all", 0, dap)
+    assert lora_all.lora.enabled and lora_all.lora.rank == config.grid.lora_rank
+    assert lora_all.guide.heads == "all" and lora_all.guide.lora_budget_rank == 0
+    head_lora = method_config(config, 4, "lora_pattern", 0, dap)
+    assert head_lora.lora.enabled and head_lora.guide.heads == "pattern"
+    assert head_lora.guide.lora_budget_rank == config.grid.lora_rank
 
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):

@@ -19,7 +19,8 @@ is learned with the help of plentiful basic-task data and the activation pattern
      `headjax.heads.head_parameter_mask`: q/o slices, the k/v group with `train.trainable_kv`,
      the layer's MLP with `guide.train_mlp`). Baseline: "random", as many heads drawn uniformly.
      With `lora.enabled` the chosen heads get head-LoRA adapters instead (`headjax.lora`: the
-     `lora.targets` projections, restricted to those heads' slices).
+     `lora.targets` projections, restricted to those heads' slices); `guide.lora_budget_rank`
+     sets their rank so the adapters hold about as many parameters as plain LoRA of that rank.
 
 Patterns for (a): `guide.patterns` names an `.npz` of `[layers, heads]` arrays keyed by task
 name (e.g. the SFT-induced changes dAP of `scripts/reproduce.py`, the paper's choice); empty =
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 _BASIS_SEED_OFFSET = 1000  # basic-task examples are drawn with data.seed + offset + index
 __all__ = ["GUIDE_SCHEDULES", "HEAD_SELECTIONS", "MIXTURES", "NoPatternFitError", "Phase",
-           "basis_examples", "guide_patterns", "mixture_weights", "plan_phases",
+           "basis_examples", "budget_rank", "guide_patterns", "mixture_weights", "plan_phases",
            "preliminary_counts", "run_guided", "select_heads", "target_examples"]
 
 
@@ -165,6 +166,22 @@ def trainable_parameters(config: ml_collections.ConfigDict, model_config: ModelC
     return total if mask is None else int(sum(np.asarray(m).sum() for m in jax.tree.leaves(mask)))
 
 
+def budget_rank(model_config: ModelConfig, targets, heads: np.ndarray, budget_rank: int) -> int:
+    """The head-LoRA rank (>= 1) on `heads` whose adapter parameters come nearest to those of
+    plain LoRA of rank `budget_rank` on every head (adapter counts grow linearly with rank)."""
+    budget = trainable_count(model_config, lora_spec(budget_rank, 1.0, targets))
+    per_rank = trainable_count(model_config, lora_spec(1, 1.0, targets, heads))
+    return max(1, round(budget / max(per_rank, 1)))
+
+
+def _with_lora_rank(config: ml_collections.ConfigDict, rank: int) -> ml_collections.ConfigDict:
+    """`config` with `lora.rank = rank` and alpha scaled to keep alpha / rank."""
+    scale = config.lora.alpha / config.lora.rank
+    config = config.copy_and_resolve_references()
+    config.lora.update(rank=rank, alpha=scale * rank)
+    return config
+
+
 def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelConfig, tokenizer,
                train_phase: Trainer, *, mask: Any = None, heads: np.ndarray | None = None,
                write: bool = True) -> tuple[Any, dict]:
@@ -209,6 +226,12 @@ def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelCon
                                                  include_kv=config.train.trainable_kv,
                                                  include_mlp=g.train_mlp)
             record["trained_heads"] = np.argwhere(phase_heads).tolist()
+            if config.lora.enabled and g.lora_budget_rank:
+                rank = budget_rank(model_config, config.lora.targets, phase_heads,
+                                   g.lora_budget_rank)
+                phase = dataclasses.replace(phase, config=_with_lora_rank(phase.config, rank))
+                config = _with_lora_rank(config, rank)  # the record's trainable count below
+                record["lora_rank"] = rank
         state = train_phase(phase.config, params, phase.examples, phase_mask,
                             phase_heads if config.lora.enabled else None)
     leaves = jax.tree.leaves(model_params(state.params))

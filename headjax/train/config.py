@@ -122,6 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.guide.heads = "all"  # all | pattern | random: which heads the target phase trains
     c.guide.head_fraction = 0.1  # of all heads, for heads = pattern | random
     c.guide.train_mlp = False  # with heads != all: also the MLPs of layers holding them
+    # With lora.enabled and heads != all: head-LoRA's rank is set so that its adapters hold about
+    # as many parameters as plain LoRA of this rank on every head (alpha / rank kept); 0 = off.
+    c.guide.lora_budget_rank = 0
     c.guide.seed = 0  # random mixtures and random heads
 
     c.lora = ml_collections.ConfigDict()  # adapters instead of full fine-tuning (headjax.lora)
@@ -168,7 +171,7 @@ POSITIVE = ("data.max_len", "data.train_samples", "train.steps", "train.batch_si
             "select.fraction")
 NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                 "checkpoint.every", "eval.every", "heads.every", "train.loss_chunk",
-                "model.answer_positions")
+                "model.answer_positions", "guide.lora_budget_rank")
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

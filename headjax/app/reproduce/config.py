@@ -13,7 +13,8 @@ from headjax.heads.selection import SIMILARITIES
 from headjax.train.config import check_ranges, default_config, validate
 
 METHODS = ("plain", "heads_pattern", "heads_random", "warm_pattern", "warm_random",
-           "joint_pattern", "joint_random", "select_pattern", "select_random", "select_all")
+           "joint_pattern", "joint_random", "select_pattern", "select_random", "select_all",
+           "lora_all", "lora_pattern", "lora_random")
 
 
 def default_reproduce_config() -> ml_collections.ConfigDict:
@@ -44,6 +45,10 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.grid.preliminary_samples = 128  # N of the basic-task preliminary set
     c.grid.warm_steps = 16  # steps on the preliminary set (joint adds them to the target's)
     c.grid.head_fraction = 0.1
+    # LoRA (lora_*): plain LoRA of this rank on the targets; head-LoRA on head_fraction heads
+    # at the rank that matches its parameter count (the report shows both budgets as run)
+    c.grid.lora_rank = 8
+    c.grid.lora_targets = ("q", "k", "v", "o")
     c.grid.eval_samples = 48
     # Data selection by pattern (select_*): the pool, and the fraction of it trained on
     c.grid.select_pool = ()  # pool tasks; () = findings.basic + findings.unrelated
@@ -69,7 +74,8 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
                  positive=("findings.train_samples", "findings.steps", "findings.probe_samples",
                            "findings.k", "findings.null_draws", "grid.epochs",
                            "grid.preliminary_samples", "grid.warm_steps", "grid.eval_samples",
-                           "grid.select_pool_samples", "grid.select_fraction"))
+                           "grid.select_pool_samples", "grid.select_fraction",
+                           "grid.lora_rank"))
     if config.grid.select_fraction > 1:
         raise ValueError(f"config.grid.select_fraction: {config.grid.select_fraction} not in "
                          f"(0, 1]")

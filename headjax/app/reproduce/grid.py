@@ -18,6 +18,11 @@ names (`headjax.app.guide`):
                     pattern to the target's, with the target samples, warm + target steps
     select_random   as many pool examples at random, likewise
     select_all      the whole pool, likewise
+    lora_all        plain LoRA: rank-`lora_rank` adapters on the `lora_targets` projections
+    lora_pattern    head-LoRA (`headjax.lora`) on the top `head_fraction` heads by the target's
+                    pattern only, its rank set so its adapters hold about as many parameters as
+                    lora_all's (`guide.lora_budget_rank`)
+    lora_random     head-LoRA on as many random heads, likewise
 
 Each finished run appends one JSON line to `out_dir/results.jsonl` (accuracy and held-out loss on
 `eval_samples` test examples of the target, the pattern's move toward the full-SFT pattern,
@@ -78,7 +83,13 @@ def method_config(config: ml_collections.ConfigDict, budget: int, method: str, s
     c.checkpoint.update(every=0, keep=1, export_final=False)
     c.guide.seed = seed
     kind, _, choice = method.partition("_")
-    if kind == "heads":
+    if kind == "lora":
+        c.lora.update(enabled=True, targets=tuple(g.lora_targets), rank=g.lora_rank,
+                      alpha=2.0 * g.lora_rank)
+        if choice != "all":
+            c.guide.update(heads=choice, head_fraction=g.head_fraction,
+                           lora_budget_rank=g.lora_rank)
+    elif kind == "heads":
         c.guide.update(heads=choice, head_fraction=g.head_fraction)
     elif kind in ("warm", "joint"):
         c.guide.update(mixture=choice, basis=tuple(config.findings.basic),

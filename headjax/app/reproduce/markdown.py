@@ -166,7 +166,8 @@ def improvement_md(config, results, cells) -> list[str]:
              ("joint_pattern", "joint_random"), ("joint_pattern", "plain"),
              ("heads_pattern", "heads_random"), ("heads_pattern", "plain"),
              ("select_pattern", "select_random"), ("select_pattern", "select_all"),
-             ("select_pattern", "plain"))
+             ("select_pattern", "plain"), ("lora_pattern", "lora_random"),
+             ("lora_pattern", "lora_all"), ("lora_all", "plain"))
     for method, baseline in pairs:
         for budget in budgets:
             acc, acc_half, n = paired(cells, method, baseline, budget, "accuracy")
