@@ -45,4 +45,9 @@ def get_config():
     c.grid.warm_steps = 16
     c.grid.head_fraction = 0.1
     c.grid.eval_samples = 48
+    # Candidate targets (`--stages targets`): 5 tasks x (2 x 200 evaluated examples + 32 steps).
+    c.targets.candidates = ("mixed_arithmetic", "chain_sum_3", "decimal_chain_sum",
+                            "simple_equations", "gsm_symbolic")
+    c.targets.eval_samples = 200
+    c.targets.steps = 32
     return c
