@@ -74,6 +74,10 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.power.findings_seeds = (1, 2, 3, 5)
     c.power.grid_seeds = (3, 5, 10, 20, 40)
     c.power.eval_samples = (200, 500, 1000)
+    # The grid whose comparison must be powered: its methods and budgets (() = grid.methods,
+    # grid.budgets); cost scales with methods x budgets.
+    c.power.grid_methods = ("plain", "warm_pattern", "warm_random")
+    c.power.grid_budgets = (32,)
     c.lock()
     return c
 
@@ -81,9 +85,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
 def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if valid; raises naming the dotted key otherwise."""
     validate(config.base)
-    unknown = sorted(set(config.grid.methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"config.grid.methods: unknown {unknown}; known {METHODS}")
+    for key in ("grid.methods", "power.grid_methods"):
+        section, name = key.split(".")
+        unknown = sorted(set(config[section][name]) - set(METHODS))
+        if unknown:
+            raise ValueError(f"config.{key}: unknown {unknown}; known {METHODS}")
     f = config.findings
     if not f.basic:
         raise ValueError("config.findings.basic: name at least one basic task")

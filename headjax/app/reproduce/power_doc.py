@@ -30,16 +30,19 @@ def power_doc_path(config: ml_collections.ConfigDict) -> Path:
 
 
 def study_shape(config: ml_collections.ConfigDict, model_config, steps: int) -> Study:
-    """The study's fixed shape under `config` with findings runs of `steps` steps."""
+    """The study's fixed shape under `config` with findings runs of `steps` steps and the grid of
+    `power.grid_methods` x `power.grid_budgets`."""
     f, g = config.findings, config.grid
+    methods = tuple(config.power.grid_methods) or tuple(g.methods)
+    budgets = tuple(config.power.grid_budgets) or tuple(g.budgets)
     grid_steps = 0
-    for budget in g.budgets:
-        for method in g.methods:
+    for budget in budgets:
+        for method in methods:
             grid_steps += method_config(config, budget, method, 0, "dap.npz").train.steps
-    warm = sum(m.startswith("warm_") for m in g.methods) * g.warm_steps  # shared over budgets
+    warm = sum(m.startswith("warm_") for m in methods) * g.warm_steps  # shared over budgets
     return Study(findings_tasks=1 + len(f.basic) + len(f.unrelated),
                  probe_points=max(1, -(-steps // f.probe_every)), probe_tasks=2,
-                 grid_cells=len(g.budgets) * len(g.methods), grid_steps=grid_steps + warm,
+                 grid_cells=len(budgets) * len(methods), grid_steps=grid_steps + warm,
                  heads=model_config.num_layers * model_config.num_heads, basis=len(f.basic),
                  r2=config.power.r2)
 
@@ -97,7 +100,9 @@ def _design_md(config, rows, study, noise) -> list[str]:
              f"hours. The grid's seeds use the pilot's accuracy spread at the same step count "
              f"(a proxy: grid runs train on fewer examples). Cost: {study.findings_tasks} "
              f"findings tasks x seeds, {study.grid_cells} grid cells "
-             f"({study.grid_steps} SFT steps) per grid seed.", "",
+             f"({', '.join(p.grid_methods or config.grid.methods)} at budgets "
+             f"{tuple(p.grid_budgets or config.grid.budgets)}: {study.grid_steps} SFT steps) per "
+             "grid seed.", "",
              "R^2 half-width by probes x findings seeds (rows: SFT steps):", "",
              "| steps | probes | " + " | ".join(f"{s} seed(s)" for s in p.findings_seeds) + " |",
              "|---|---|" + "---|" * len(p.findings_seeds)]
