@@ -30,7 +30,7 @@ from headjax.app.reproduce.power import (
     two_way_components,
 )
 from headjax.app.reproduce.runner import reproduce
-from headjax.app.reproduce.targets import pick_target, run_targets
+from headjax.app.reproduce.targets import RULES, pick_target, run_targets
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +96,11 @@ def test_pick_target_keeps_both_accuracies_in_range_and_takes_the_largest_gain()
             _row("small", 0.20, 0.25),
             _row("best", 0.12, 0.45),
             _row("down", 0.50, 0.30)]
-    assert pick_target(rows, (0.1, 0.6)) == "best"
-    assert pick_target(rows, (0.0, 1.0)) == "ceiling"
-    assert pick_target(rows[:2], (0.1, 0.6)) is None
+    assert pick_target(rows, (0.1, 0.6)) == ("best", RULES[0])
+    assert pick_target(rows, (0.0, 1.0)) == ("ceiling", RULES[0])
+    # none has both in range: the largest gain whose post-SFT accuracy is in range
+    assert pick_target(rows[:2], (0.1, 0.6)) == ("floor", RULES[1])
+    assert pick_target([_row("low", 0.01, 0.05)], (0.1, 0.6)) == (None, None)
 
 
 def test_seeds_needed_is_the_normal_approximation():
