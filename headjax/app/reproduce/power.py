@@ -13,8 +13,9 @@ with power 1 - beta at two-sided level alpha (normal approximation) when
 Pattern change (Finding 2). A head's change on probe p after a run of seed s is
 c_sph = mu_h + a_sh + b_ph + e_sph; the design's dAP (mean over S seeds and the same P probes)
 has noise variance seed/S + probe/P + interaction/(S P) per head, against `signal` (the variance
-of the true dAP over heads). The R^2 interval's half-width at that noise ratio comes from
-`r2_half_width` (Monte Carlo of the fit under noise of that ratio on the target and the basis).
+of the true dAP over heads). The R^2 error bound at that noise ratio comes from `r2_half_width`
+(Monte Carlo of the fit under noise of that ratio on the target and the basis; the bound counts
+the attenuation of R^2 by noise as well as its spread).
 """
 
 from __future__ import annotations
@@ -63,19 +64,35 @@ def detectable(seed_var: float, item_var: float, n_eval: int, seeds: int,
     return z_sum(alpha, power) * math.sqrt(2 * (seed_var + item_var / n_eval) / seeds)
 
 
-def r2_half_width(noise_ratio: float, r2: float, heads: int, basis: int, draws: int = 400,
-                  seed: int = 0) -> float:
-    """Half-width of the central 95% range of the OLS R^2 (with intercept) of a target on
-    `basis` regressors over `heads` observations, when target and regressors carry independent
-    noise of variance `noise_ratio` times their signal's. The true signals are fixed (one draw,
-    regressors standard normal, target their sum rescaled plus an independent part, so that its
-    R^2 is `r2`); the spread is over the noise alone, like a bootstrap over probes."""
+def _standard(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean(0)) / values.std(0)
+
+
+def r2_half_width(noise_ratio: float, r2: float, heads: int, basis: int,
+                  shape: np.ndarray | None = None, draws: int = 400, seed: int = 0) -> float:
+    """95% error bound of the OLS R^2 (with intercept) of a target on `basis` regressors over
+    `heads` observations: the 95th percentile of |R^2 observed - r2| when target and regressors
+    carry independent noise of variance `noise_ratio` times their signal's (so attenuation of
+    R^2 by noise counts, not only its spread). The true signals are fixed (one draw: regressors
+    and the target's unexplained part drawn from `shape`'s values, standardised and permuted,
+    e.g. a measured dAP for its heavy tails, or standard normal; the unexplained part is
+    orthogonal to the regressors, so the true R^2 is exactly `r2`); the spread is over the noise
+    alone, like a bootstrap over probes and seeds."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((heads, basis))
-    x = (x - x.mean(0)) / x.std(0)
-    fit, rest = x.sum(1), rng.standard_normal(heads)
-    rest -= np.polyval(np.polyfit(fit, rest, 1), fit)  # uncorrelated with the fit
-    y = fit / fit.std() * math.sqrt(r2) + rest / rest.std() * math.sqrt(1 - r2)
+
+    def signal(columns):
+        if shape is None:
+            return rng.standard_normal((heads, columns))
+        values = np.resize(np.asarray(shape, np.float64).ravel(), heads)
+        return np.stack([rng.permutation(values) for _ in range(columns)], axis=1)
+
+    x = _standard(signal(basis))
+    ones = np.ones((heads, 1))
+    rest = signal(1)[:, 0]
+    design0 = np.concatenate([ones, x], axis=1)
+    rest = rest - design0 @ np.linalg.lstsq(design0, rest, rcond=None)[0]
+    fit = x.sum(1)
+    y = _standard(fit) * math.sqrt(r2) + _standard(rest) * math.sqrt(1 - r2)
     scale = math.sqrt(noise_ratio)
     ys = y + scale * rng.standard_normal((draws, heads))
     xs = x + scale * rng.standard_normal((draws, heads, basis))
@@ -84,8 +101,7 @@ def r2_half_width(noise_ratio: float, r2: float, heads: int, basis: int, draws: 
                            np.einsum("dhi,dh->di", design, ys)[..., None])[..., 0]
     resid = ys - np.einsum("dhi,di->dh", design, beta)
     r2s = 1 - (resid ** 2).sum(1) / ((ys - ys.mean(1, keepdims=True)) ** 2).sum(1)
-    low, high = np.percentile(r2s, [2.5, 97.5])
-    return float((high - low) / 2)
+    return float(np.percentile(np.abs(r2s - r2), 95))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,15 +169,17 @@ def cpu_hours(costs: Costs, study: Study, probes: int, steps: int, findings_seed
 def design_table(noise: Sequence[PatternNoise], accuracy: dict[int, tuple[float, float]],
                  costs: Costs, study: Study, probes: Iterable[int], findings_seeds: Iterable[int],
                  grid_seeds: Iterable[int], n_evals: Iterable[int], alpha: float = 0.05,
-                 power: float = 0.8) -> list[dict]:
+                 power: float = 0.8, shape: np.ndarray | None = None) -> list[dict]:
     """Every design over the given choices and the measured step counts: its predicted R^2
     half-width, detectable accuracy difference and CPU hours. `accuracy`: {steps: (seed_var,
-    item_var)}; `noise`: one `PatternNoise` per measured step count."""
+    item_var)}; `noise`: one `PatternNoise` per measured step count; `shape`: the signals'
+    distribution for `r2_half_width`."""
     rows = []
     for pn in noise:
         seed_var, item_var = accuracy[pn.steps]
         for p, sf in itertools.product(probes, findings_seeds):
-            half = r2_half_width(pn.noise(sf, p) / pn.signal, study.r2, study.heads, study.basis)
+            half = r2_half_width(pn.noise(sf, p) / pn.signal, study.r2, study.heads, study.basis,
+                                 shape)
             for sg, n in itertools.product(grid_seeds, n_evals):
                 hours = cpu_hours(costs, study, p, pn.steps, sf, sg, n)
                 rows.append({"steps": pn.steps, "probes": p, "findings_seeds": sf,

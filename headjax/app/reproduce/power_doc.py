@@ -93,8 +93,10 @@ def _design_md(config, rows, study, noise) -> list[str]:
     p = config.power
     best, why = choose(rows, p.r2_half_width, p.detect, p.cpu_hours)
     lines = ["## Power", "",
-             f"Goals: Finding 2's R^2 95% interval half-width <= {p.r2_half_width} (R^2 "
-             f"assumed {p.r2}, {study.heads} heads, {study.basis} basis tasks) and a "
+             f"Goals: Finding 2's R^2 within +-{p.r2_half_width} of its true value with 95% "
+             f"probability (R^2 assumed {p.r2}, {study.heads} heads, {study.basis} basis tasks, "
+             "signals distributed over heads like the pilot's dAP, the same noise ratio on the "
+             "target and the basis tasks; the bound counts R^2's attenuation by noise) and a "
              f"{p.detect:.2f} accuracy difference detected with power {p.power} at alpha "
              f"{p.alpha} (paired by seed on the same test examples), within {p.cpu_hours} CPU "
              f"hours. The grid's seeds use the pilot's accuracy spread at the same step count "
@@ -103,7 +105,7 @@ def _design_md(config, rows, study, noise) -> list[str]:
              f"({', '.join(p.grid_methods or config.grid.methods)} at budgets "
              f"{tuple(p.grid_budgets or config.grid.budgets)}: {study.grid_steps} SFT steps) per "
              "grid seed.", "",
-             "R^2 half-width by probes x findings seeds (rows: SFT steps):", "",
+             "R^2 95% error bound by probes x findings seeds (rows: SFT steps):", "",
              "| steps | probes | " + " | ".join(f"{s} seed(s)" for s in p.findings_seeds) + " |",
              "|---|---|" + "---|" * len(p.findings_seeds)]
     for pn in noise:
@@ -144,8 +146,10 @@ def design_rows(config, model_config, pilot_rows):
     rows = []
     for pn in noise:
         shape = study_shape(config, model_config, pn.steps)
+        dap = load_changes(config, [r["seed"] for r in pilot_rows])[
+            "mid" if pn.steps == pilot_rows[0]["mid_step"] else "final"].mean(axis=(0, 1))
         rows += design_table([pn], accuracy, costs, shape, p.probes, p.findings_seeds,
-                             p.grid_seeds, p.eval_samples, p.alpha, p.power)
+                             p.grid_seeds, p.eval_samples, p.alpha, p.power, shape=dap)
     return rows, study, costs, accuracy, noise
 
 
