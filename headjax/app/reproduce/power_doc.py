@@ -99,8 +99,10 @@ def _design_md(config, rows, study, noise) -> list[str]:
              "target and the basis tasks; the bound counts R^2's attenuation by noise) and a "
              f"{p.detect:.2f} accuracy difference detected with power {p.power} at alpha "
              f"{p.alpha} (paired by seed on the same test examples), within {p.cpu_hours} CPU "
-             f"hours. The grid's seeds use the pilot's accuracy spread at the same step count "
-             f"(a proxy: grid runs train on fewer examples). Cost: {study.findings_tasks} "
+             f"hours. The grid's seeds use the pilot's seed x example variance at the same step "
+             f"count and the largest of its seed variances (a proxy: grid runs train on fewer "
+             "examples, and a few pilot seeds cannot tell a small seed variance from 0). "
+             f"Cost: {study.findings_tasks} "
              f"findings tasks x seeds, {study.grid_cells} grid cells "
              f"({', '.join(p.grid_methods or config.grid.methods)} at budgets "
              f"{tuple(p.grid_budgets or config.grid.budgets)}: {study.grid_steps} SFT steps) per "
@@ -129,7 +131,7 @@ def _design_md(config, rows, study, noise) -> list[str]:
     lines += ["", f"**Design**: {why}."]
     if best:
         lines += ["", "| SFT steps | probes | findings seeds | grid seeds | eval examples | R^2 "
-                  "half-width | detectable difference | CPU hours (findings + grid) |",
+                  "error bound | detectable difference | CPU hours (findings + grid) |",
                   "|---|---|---|---|---|---|---|---|",
                   f"| {best['steps']} | {best['probes']} | {best['findings_seeds']} | "
                   f"{best['grid_seeds']} | {best['eval_samples']} | {best['r2_half_width']:.3f} "
@@ -143,12 +145,16 @@ def design_rows(config, model_config, pilot_rows):
     costs, accuracy, noise = measured(config, pilot_rows)
     study = study_shape(config, model_config, noise[-1].steps)
     p = config.power
+    # A few seeds cannot tell a small seed variance from 0: the design uses the largest of the
+    # step counts' estimates.
+    seed_var = max(v[0] for v in accuracy.values())
+    cautious = {steps: (seed_var, item_var) for steps, (_, item_var) in accuracy.items()}
     rows = []
     for pn in noise:
         shape = study_shape(config, model_config, pn.steps)
         dap = load_changes(config, [r["seed"] for r in pilot_rows])[
             "mid" if pn.steps == pilot_rows[0]["mid_step"] else "final"].mean(axis=(0, 1))
-        rows += design_table([pn], accuracy, costs, shape, p.probes, p.findings_seeds,
+        rows += design_table([pn], cautious, costs, shape, p.probes, p.findings_seeds,
                              p.grid_seeds, p.eval_samples, p.alpha, p.power, shape=dap)
     return rows, study, costs, accuracy, noise
 
