@@ -128,7 +128,9 @@ def _design_md(config, rows, study, noise) -> list[str]:
                       and r["eval_samples"] == n) for n in p.eval_samples]
         lines.append(f"| {sg} | " + " | ".join(f"{c['detectable']:.3f} ({c['grid_hours']:.1f} h)"
                                                 for c in cells) + " |")
-    lines += ["", f"**Design**: {why}."]
+    lines += ["", "Not counted in the CPU hours: the measures stage (its ablation runs forward "
+              "passes of every task's probes under about 11 head sets), the grid's held-out loss "
+              "forward pass and the base model's evaluations.", "", f"**Design**: {why}."]
     if best:
         lines += ["", "| SFT steps | probes | findings seeds | grid seeds | eval examples | R^2 "
                   "error bound | detectable difference | CPU hours (findings + grid) |",

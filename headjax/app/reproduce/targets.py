@@ -154,7 +154,8 @@ def targets_md(config: ml_collections.ConfigDict, rows: Sequence[dict]) -> list[
         f"{b.train.lr}, seed {t.seed}). Criterion: base and post-SFT accuracy both in "
         f"[{low:.2f}, {high:.2f}] (room to move in both directions), and among those the largest "
         "gain; if no task has both in range, the largest gain among those whose post-SFT "
-        "accuracy is in range.", "",
+        "accuracy is in range. Seconds are wall time as run (on a shared machine, other work "
+        "may have run beside a task).", "",
         "| task | base accuracy | after SFT | gain | eligible | SFT s | eval s | wall s |",
         "|---|---|---|---|---|---|---|---|"]
     for r in rows:
