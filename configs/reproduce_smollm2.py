@@ -5,8 +5,9 @@ targets stage (docs/reproduction_power.md: of the candidates it is the one SFT m
 gsm_symbolic, the 2026-11-25 run's target, stays the second target:
 `--config.findings.target=gsm_symbolic --config.out_dir=runs/reproduce_smollm2_gsm`.
 
-  python scripts/reproduce.py --config configs/reproduce_smollm2.py --stages targets,pilot,power
-  python scripts/reproduce.py --config configs/reproduce_smollm2.py
+  python scripts/reproduce.py --config configs/reproduce_smollm2.py --stages targets,pilot,power \
+      --config.findings.probe_samples=16    # the pilot as run (16 probes), and the design
+  python scripts/reproduce.py --config configs/reproduce_smollm2.py    # the study
 
 Scale up on a TPU/GPU by overriding, e.g. `--config.findings.steps=400
 --config.findings.train_samples=4000 "--config.grid.budgets=(16,64,256,1024)"

@@ -2,7 +2,8 @@
 the tiny native model and synthetic digit tasks (resume skips what is done, the design page is
 written), `pick_target` on planted numbers, and the power functions against hand-computed cases.
 
-Bad input tried: no candidates for the targets stage, an accuracy range out of order.
+Bad input tried: no candidates for the targets stage, an accuracy range out of order, a pilot
+resumed with another probe count.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def test_targets_and_pilot_resume_and_write_the_design_page(model_dir, tmp_path)
                        measure=lambda c, p, m, t, task: fail() if task != "r_min" else
                        {"key": task, "task": task})
     assert list(done) == ["r_sum", "r_max", "r_min"]
+    config.findings.probe_samples = 8  # the pilot's seeds ran with 4 probes: not mixed in
+    with pytest.raises(ValueError, match=r"pilot.jsonl: \['s0', 's1'\] ran with other"):
+        reproduce(config, ("pilot",))
 
 
 def test_bad_target_configs_are_named(model_dir, tmp_path):

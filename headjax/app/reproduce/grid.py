@@ -147,6 +147,15 @@ def load_results(path: Path) -> dict[str, dict]:
     return results
 
 
+def check_same(path: Path, rows: dict[str, dict], expected: dict) -> None:
+    """Raise naming `path` when a finished row of it ran with settings other than `expected`
+    ({row field: value}): resuming would mix designs."""
+    stale = sorted(k for k, r in rows.items() if any(r.get(f) != v for f, v in expected.items()))
+    if stale:
+        raise ValueError(f"{path}: {stale} ran with other settings than {expected}; move the "
+                         "file (and its folder) away to measure again")
+
+
 def append_row(path: Path, row: dict) -> None:
     """Add `row` to a results .jsonl (the first process writes; every process keeps it in
     memory)."""

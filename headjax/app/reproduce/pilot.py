@@ -30,7 +30,7 @@ import numpy as np
 
 from headjax.app.experiment import probe_hook
 from headjax.app.reproduce.findings import seed_step_zero
-from headjax.app.reproduce.grid import append_row, load_results
+from headjax.app.reproduce.grid import append_row, check_same, load_results
 from headjax.app.reproduce.targets import (
     accuracy_scores,
     eval_examples,
@@ -123,6 +123,9 @@ def run_pilot(config, base_params, model_config, tokenizer) -> dict[str, dict]:
     path = pilot_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
+    check_same(path, done, {"steps": config.targets.steps,
+                            "probe_samples": config.findings.probe_samples,
+                            "eval_examples": config.targets.eval_samples})
     probes = _probes(config, tokenizer)
     base, probe_point_s = base_pattern_file(config, base_params, model_config, probes)
     for seed in config.power.pilot_seeds:

@@ -27,7 +27,7 @@ import ml_collections
 
 from headjax.app.experiment import train_batches
 from headjax.app.guide import target_examples
-from headjax.app.reproduce.grid import append_row, load_results
+from headjax.app.reproduce.grid import append_row, check_same, load_results
 from headjax.data import get_task
 from headjax.eval.accuracy import evaluate_accuracy
 from headjax.lora import model_params
@@ -109,6 +109,8 @@ def run_targets(config, base_params, model_config, tokenizer, measure=measure_ta
     path = targets_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
+    t = config.targets
+    check_same(path, done, {"steps": t.steps, "seed": t.seed, "n_eval": t.eval_samples})
     for task in config.targets.candidates:
         if task in done:
             continue
