@@ -1,5 +1,5 @@
-"""The reproduction on Gemma 3 270M (pretrained, float32 from Q4_K_M): SmolLM2's tasks and
-scale (configs/reproduce_smollm2.py), with Gemma's batch split as in configs/gemma3_quickstart.py
+"""The reproduction on Gemma 3 270M (pretrained, float32 from Q4_K_M): the tasks and scale of
+the 2026-11-25 SmolLM2 run, with Gemma's batch split as in configs/gemma3_quickstart.py
 (2 micro-batches of 4; evaluation and head scoring in batches of 8, its 262k-token vocabulary
 makes the logits 5.3x wider).
 
@@ -7,7 +7,8 @@ makes the logits 5.3x wider).
 
 The targets stage (docs/reproduction_gemma3_270m_power.md) found no candidate whose accuracy
 16 SFT steps bring to 0.10 (the pretrained model does not answer in the bare-answer format
-before SFT); the target is SmolLM2's, mixed_arithmetic, which moved most here too. The scale
+before SFT; simple_equations moved most, 0.02 -> 0.05); the target is SmolLM2's,
+mixed_arithmetic (0.05 -> 0.065 here), so that the two models share one target. The scale
 stays the 2026-11-25 SmolLM2 run's until a pilot on Gemma (`--stages pilot,power`) measures its
 design: a Gemma step and evaluated example cost about twice SmolLM2's, so SmolLM2's design
 (4.8 CPU hours) would not fit 6 hours here.
