@@ -2,6 +2,7 @@
 
   python scripts/reproduce.py --config configs/reproduce_smollm2.py \
       [--stages findings,measures,grid,report] ["--config.grid.seeds=(0,1,2)"]
+  python scripts/reproduce.py --config configs/reproduce_smollm2.py --stages targets,pilot,power
 
 Resumable: finished findings tasks and grid cells are kept under `out_dir` and skipped; a killed
 run restarts from its own checkpoints. See `headjax.app.reproduce`.
@@ -17,11 +18,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from headjax.app import cli
-from headjax.app.reproduce.runner import STAGES, check_inputs, reproduce
+from headjax.app.reproduce.runner import DEFAULT_STAGES, STAGES, check_inputs, reproduce
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Reproduction config file.",
                                          lock_config=True)
-STAGES_FLAG = flags.DEFINE_list("stages", list(STAGES), f"Stages to run, of {STAGES}.")
+STAGES_FLAG = flags.DEFINE_list("stages", list(DEFAULT_STAGES), f"Stages to run, of {STAGES}.")
 
 
 def main(argv):

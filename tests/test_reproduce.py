@@ -77,8 +77,11 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     config = _config(model_dir, tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
     doc = reproduce(config)
     text = doc.read_text()
+    assert "[reproduction_power.md](reproduction_power.md)" in text
     for heading in ("## Finding 1", "## Finding 2", "## Finding 3",
                     "## Improvements against their baselines", "## Figures"):
         assert heading in text

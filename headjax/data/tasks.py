@@ -3,8 +3,10 @@
 Built-in tasks come from reasoning-gym (`reasoning_gym.create_dataset`); their prompt is
 `f"{question}\n\nGive only the final answer."` so answers stay short. Numeric tasks score exact
 numeric equality, `spell_backward` exact text and `word_sorting` the dataset's own
-`score_answer` (`headjax.data.example` holds `Example`, `Task` and the grading). `register_task`
-adds more; a task name that is a data source (`headjax.data.sources`) is loaded on first use.
+`score_answer` (`headjax.data.example` holds `Example`, `Task` and the grading). Multi-step
+arithmetic tasks at a set difficulty (`_VARIANTS`: mixed_arithmetic, chain_sum_3,
+decimal_chain_sum, simple_equations) are candidate complex targets. `register_task` adds
+more; a task name that is a data source (`headjax.data.sources`) is loaded on first use.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ GRADINGS = ("number", "text", "reasoning_gym")
 
 
 def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
-                       dataset_kwargs: dict | None = None) -> Task:
-    """A task backed by the reasoning-gym dataset `name`.
+                       dataset_kwargs: dict | None = None, task_name: str | None = None) -> Task:
+    """A task backed by the reasoning-gym dataset `name`, built with `dataset_kwargs` (its
+    difficulty settings) and registered as `task_name` (default `name`).
 
     grading: "number": 1 iff the last number of the model's answer equals the answer;
       "text": 1 iff the answer text matches ignoring case; "reasoning_gym": the dataset's own
@@ -83,6 +86,7 @@ def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
     grade, extract = (None, extract_answer) if grading == "reasoning_gym" else answer_grader(
         grading, task=name)
     kwargs = dict(dataset_kwargs or {})
+    task_name = task_name or name
 
     @functools.lru_cache(maxsize=4)
     def dataset(seed: int, size: int):
@@ -91,7 +95,7 @@ def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
         return reasoning_gym.create_dataset(name, size=size, seed=seed, **kwargs)
 
     def draw(seed: int, count: int) -> list[Example]:
-        return [Example(with_instruction(entry["question"]), str(entry["answer"]), name,
+        return [Example(with_instruction(entry["question"]), str(entry["answer"]), task_name,
                         {"question": entry["question"], "source": entry["metadata"]})
                 for entry in dataset(seed, count)]
 
@@ -100,7 +104,7 @@ def reasoning_gym_task(name: str, kind: str, *, grading: str = "reasoning_gym",
                  "metadata": example.metadata["source"]}
         return float(dataset(0, 1).score_answer(answer=answer, entry=entry))
 
-    return Task(name, kind, draw, grade or score_answer, extract)
+    return Task(task_name, kind, draw, grade or score_answer, extract)
 
 
 _BUILTINS: tuple[tuple[str, str, str], ...] = (
@@ -119,9 +123,28 @@ _BUILTINS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Multi-step arithmetic at a set difficulty, composing the basic arithmetic tasks (candidate
+# complex targets a small model can learn): (task name, reasoning-gym dataset, its settings).
+_VARIANTS: tuple[tuple[str, str, dict], ...] = (
+    ("mixed_arithmetic", "basic_arithmetic",  # 3 one-digit terms, + - *: sums and products
+     {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1,
+      "operators": ("+", "-", "*"), "allow_parentheses": False, "allow_negation": False}),
+    ("chain_sum_3", "chain_sum",  # 3 terms of 1-2 digits
+     {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 2}),
+    ("decimal_chain_sum", "decimal_chain_sum",  # 2-3 terms of 1-2 digits, 1 decimal place
+     {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2,
+      "min_decimal_places": 1, "max_decimal_places": 1}),
+    ("simple_equations", "simple_equations",  # a*x + b = c, values 1-20
+     {"min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 20}),
+)
+
+
 def _register_builtins(specs: Iterable[tuple[str, str, str]]) -> None:
     for name, kind, grading in specs:
         register_task(reasoning_gym_task(name, kind, grading=grading))
+    for name, dataset, settings in _VARIANTS:
+        register_task(reasoning_gym_task(dataset, "complex", grading="number",
+                                         dataset_kwargs=settings, task_name=name))
 
 
 _register_builtins(_BUILTINS)

@@ -1,8 +1,10 @@
 """The reproduction's configuration: a base run config plus the findings stage and the grid.
 
 `base` is a full run config (`headjax.train.config`): model, optimiser, batch, sequence length
-and evaluation settings shared by every run. `findings` runs SFT on each task alone with all tasks
-probed; `grid` runs target-task SFT on few samples per (budget, method, seed).
+and evaluation settings shared by every run. `targets` measures candidate target tasks before and
+after a short SFT; `findings` runs SFT on each task alone with all tasks probed; `grid` runs
+target-task SFT on few samples per (budget, method, seed); `power` runs the pilot seeds and
+the design search of `headjax.app.reproduce.power`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.doc = "docs/reproduction.md"  # the report; figures go to <doc without .md>/
     c.notes = ""  # a hand-written markdown file appended to the report ("" = none)
     c.base = default_config()
+
+    c.targets = ml_collections.ConfigDict()
+    c.targets.candidates = ()  # tasks measured by the "targets" stage
+    c.targets.eval_samples = 200  # test examples, the same before and after SFT
+    c.targets.steps = 32  # the short SFT (findings' trainer and train_samples)
+    c.targets.seed = 0
+    c.targets.accuracy_range = (0.1, 0.6)  # base and post-SFT accuracy both inside: eligible
 
     c.findings = ml_collections.ConfigDict()
     c.findings.target = "gsm_symbolic"  # the complex task
@@ -55,6 +64,25 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.grid.select_pool_samples = 256  # per pool task (x 5 tasks x 0.1 = preliminary_samples)
     c.grid.select_fraction = 0.1
     c.grid.select_similarity = "pearson"  # pearson | cosine
+
+    # The pilot ("pilot" stage): pilot_seeds SFT runs of targets.steps on findings.target (data
+    # order by seed, fixed probes), and the design search ("power" stage) it feeds.
+    c.power = ml_collections.ConfigDict()
+    c.power.pilot_seeds = (0, 1, 2)
+    c.power.cpu_hours = 6.0  # the budget the design must fit
+    c.power.r2_half_width = 0.05  # Finding 2's R^2 interval half-width wanted
+    c.power.detect = 0.03  # accuracy difference the improvements comparison must detect
+    c.power.power = 0.8
+    c.power.alpha = 0.05
+    c.power.r2 = 0.17  # Finding 2's R^2 the design assumes (the 2026-11-25 run measured 0.17)
+    c.power.probes = (16, 32, 64, 128)  # the choices the design search considers
+    c.power.findings_seeds = (1, 2, 3, 5)
+    c.power.grid_seeds = (3, 5, 10, 20, 40)
+    c.power.eval_samples = (200, 500, 1000)
+    # The grid whose comparison must be powered: its methods and budgets (() = grid.methods,
+    # grid.budgets); cost scales with methods x budgets.
+    c.power.grid_methods = ("plain", "warm_pattern", "warm_random")
+    c.power.grid_budgets = (32,)
     c.lock()
     return c
 
@@ -62,9 +90,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
 def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` unchanged if valid; raises naming the dotted key otherwise."""
     validate(config.base)
-    unknown = sorted(set(config.grid.methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"config.grid.methods: unknown {unknown}; known {METHODS}")
+    for key in ("grid.methods", "power.grid_methods"):
+        section, name = key.split(".")
+        unknown = sorted(set(config[section][name]) - set(METHODS))
+        if unknown:
+            raise ValueError(f"config.{key}: unknown {unknown}; known {METHODS}")
     f = config.findings
     if not f.basic:
         raise ValueError("config.findings.basic: name at least one basic task")
@@ -75,7 +105,15 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
                            "findings.k", "findings.null_draws", "grid.epochs",
                            "grid.preliminary_samples", "grid.warm_steps", "grid.eval_samples",
                            "grid.select_pool_samples", "grid.select_fraction",
-                           "grid.lora_rank"))
+                           "grid.lora_rank", "targets.eval_samples", "targets.steps",
+                           "power.cpu_hours", "power.r2_half_width", "power.detect",
+                           "power.power", "power.alpha"))
+    low, high = config.targets.accuracy_range
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"config.targets.accuracy_range: {(low, high)} is not 0 <= low < high "
+                         "<= 1")
+    if len(config.power.pilot_seeds) < 2:
+        raise ValueError("config.power.pilot_seeds: name at least two seeds")
     if config.grid.select_fraction > 1:
         raise ValueError(f"config.grid.select_fraction: {config.grid.select_fraction} not in "
                          f"(0, 1]")

@@ -102,7 +102,7 @@ def base_patterns(config: ml_collections.ConfigDict, base_params, model_config,
     return path
 
 
-def _seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
+def seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
     """Write the run's step-0 patterns (its probe tasks) from the base patterns."""
     step_zero = pattern_path(run.run_dir, 0)
     if step_zero.exists():
@@ -120,7 +120,7 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
         if path.exists():
             continue
         run = findings_run_config(config, task)
-        _seed_step_zero(run, base)
+        seed_step_zero(run, base)
         log.info("findings: SFT on %s", task)
         state = train(run, model_config=model_config, params=base_params,
                       make_batches=train_batches(run, tokenizer, target_examples(run)),

@@ -158,8 +158,18 @@ def load_results(path: Path) -> dict[str, dict]:
     return results
 
 
-def _append(path: Path, row: dict) -> None:
-    """Add `row` to results.jsonl (the first process writes; every process keeps it in memory)."""
+def check_same(path: Path, rows: dict[str, dict], expected: dict) -> None:
+    """Raise naming `path` when a finished row of it ran with settings other than `expected`
+    ({row field: value}): resuming would mix designs."""
+    stale = sorted(k for k, r in rows.items() if any(r.get(f) != v for f, v in expected.items()))
+    if stale:
+        raise ValueError(f"{path}: {stale} ran with other settings than {expected}; move the "
+                         "file (and its folder) away to measure again")
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Add `row` to a results .jsonl (the first process writes; every process keeps it in
+    memory)."""
     if jax.process_index() != 0:
         return
     with path.open("a") as f:
@@ -179,7 +189,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
     if BASE_KEY not in done:
         done[BASE_KEY] = {"key": BASE_KEY, "budget": 0, "method": "base", "seed": -1,
                           **evaluate(params=base_params), "trainable_parameters": 0, "steps": 0}
-        _append(path, done[BASE_KEY])
+        append_row(path, done[BASE_KEY])
     train_phase = train_phase_fn(model_config, tokenizer, lambda c: None)
     for seed in config.grid.seeds:
         for budget in config.grid.budgets:
@@ -198,7 +208,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                     log.warning("grid: %s: %s", key, err)
                     done[key] = {"key": key, "budget": budget, "method": method, "seed": seed,
                                  "error": str(err)}
-                    _append(path, done[key])
+                    append_row(path, done[key])
                     continue
                 row = {"key": key, "budget": budget, "method": method, "seed": seed,
                        "steps": run.train.steps, **evaluate(params=model_params(state.params)),
@@ -207,7 +217,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                        "mixture": record.get("weights"), "counts": record.get("counts"),
                        "selected": record.get("selected_per_task"),
                        "wall_s": time.perf_counter() - started}
-                _append(path, row)
+                append_row(path, row)
                 done[key] = row
                 shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
     return done

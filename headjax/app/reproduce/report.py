@@ -22,6 +22,7 @@ from headjax.app.reproduce.config import findings_tasks
 from headjax.app.reproduce.figures import figures
 from headjax.app.reproduce.grid import BASE_KEY
 from headjax.app.reproduce.markdown import finding1_md, finding2_md, finding3_md, improvement_md
+from headjax.app.reproduce.power_doc import power_doc_path
 from headjax.app.reproduce.statistics import cells
 from headjax.heads import plots
 
@@ -73,6 +74,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"- Wall time on {_machine()}: findings training {findings_wall / 60:.0f} min, the "
         f"{len(runs)} grid runs {wall / 60:.0f} min (warm starts shared across budgets count in "
         "the first run that trained them; evaluation included).", ""]
+    power_doc = power_doc_path(config)
+    if power_doc.exists():
+        lines[-1:-1] = [f"- Target choice and power analysis: [{power_doc.name}]"
+                        f"({os.path.relpath(power_doc, doc.parent)})."]
     lines += finding1_md(config, measures["finding1"])
     lines += finding2_md(config, measures["finding2"])
     lines += finding3_md(config, measures["finding3"], by_cell)

@@ -1,4 +1,5 @@
-"""The reproduction end to end: findings stage, grid, measures and the report."""
+"""The reproduction end to end: findings stage, grid, measures and the report; on request the
+target choice ("targets"), the pilot seeds ("pilot") and the design search ("power")."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from headjax.app.reproduce.findings import (
     run_findings,
 )
 from headjax.app.reproduce.grid import load_results, run_grid
+from headjax.app.reproduce.pilot import run_pilot
+from headjax.app.reproduce.power_doc import write_power_doc
+from headjax.app.reproduce.targets import run_targets
 from headjax.parallel import maybe_initialize
 from headjax.train.patterns import save_npz_atomically
 
 log = logging.getLogger(__name__)
-STAGES = ("findings", "measures", "grid", "report")
+STAGES = ("targets", "findings", "measures", "grid", "pilot", "power", "report")
+DEFAULT_STAGES = ("findings", "measures", "grid", "report")  # the study itself
 
 
 def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
@@ -34,7 +39,7 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     return path
 
 
-def check_inputs(config: ml_collections.ConfigDict, stages=STAGES) -> None:
+def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> None:
     """Raise naming the key, stage, task or file that stops a reproduction from starting, before
     the model is loaded."""
     from headjax.app.experiment import check_inputs as check_run_inputs
@@ -45,15 +50,20 @@ def check_inputs(config: ml_collections.ConfigDict, stages=STAGES) -> None:
     if unknown:
         raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
     check_run_inputs(config.base)
-    for task in findings_tasks(config):
+    for task in (*findings_tasks(config), *config.targets.candidates):
         get_task(task)
+    if "targets" in stages and not config.targets.candidates:
+        raise ValueError("config.targets.candidates: name the tasks the targets stage measures")
 
 
-def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
-    """Run the requested `stages` in order (each resumes what an earlier call left): "findings"
+def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path | None:
+    """Run the requested `stages` in `STAGES` order (each resumes what an earlier call left):
+    "targets" (candidate targets before and after a short SFT -> targets.jsonl), "findings"
     (SFT per task, patterns), "measures" (the three findings' measures -> measures.json, from the
-    findings alone), "grid" (the improvements) and "report" (docs, from measures.json and
-    results.jsonl). Returns the report's path when "report" ran."""
+    findings alone), "grid" (the improvements), "pilot" (short SFT on the target over seeds ->
+    pilot.jsonl), "power" (the design search -> `<doc>_power.md`, also written after "targets")
+    and "report" (docs, from measures.json and results.jsonl). Returns the report's path when
+    "report" ran."""
     from headjax.io.pretrained import load_pretrained
 
     check_inputs(config, stages)
@@ -63,6 +73,14 @@ def reproduce(config: ml_collections.ConfigDict, stages=STAGES) -> Path | None:
                                                       dtype=config.base.model.param_dtype)
     base_params = jax.device_get(params)
     del params
+    if "targets" in stages:
+        run_targets(config, base_params, model_config, tokenizer)
+    if "pilot" in stages:
+        run_pilot(config, base_params, model_config, tokenizer)
+    if {"targets", "pilot", "power"} & set(stages) and jax.process_index() == 0:
+        log.info("design: %s", write_power_doc(config, model_config))
+    if not {"findings", "measures", "grid", "report"} & set(stages):
+        return None
     if "findings" in stages:
         run_findings(config, base_params, model_config, tokenizer)
     findings = load_findings(config)
