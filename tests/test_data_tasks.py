@@ -21,7 +21,9 @@ PAPER_TASKS = ("basic_arithmetic", "chain_sum", "products", "word_sorting", "leg
 
 def test_registry_holds_the_paper_tasks_with_their_kinds():
     assert set(PAPER_TASKS) <= set(list_tasks())
-    assert list_tasks("complex") == ["gsm_symbolic"]
+    # gsm_symbolic and the multi-step arithmetic candidates of the reproduction's targets stage
+    assert list_tasks("complex") == ["chain_sum_3", "decimal_chain_sum", "gsm_symbolic",
+                                     "mixed_arithmetic", "simple_equations"]
     assert "basic_arithmetic" in list_tasks("basic")
     with pytest.raises(KeyError, match="unknown task 'nope'.*basic_arithmetic"):
         get_task("nope")

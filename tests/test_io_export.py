@@ -148,3 +148,15 @@ def test_sharded_checkpoint_equals_single_file(tmp_path, torch_llama):
     model.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
     jax.tree.map(np.testing.assert_array_equal, load_hf(str(tmp_path))[0], load_hf(directory)[0])
+
+
+def test_execution_fields_are_not_exported(tmp_path):
+    """How headjax computes (remat, scan, attention kernel, answer-only projection) is not part
+    of a Hugging Face config: export succeeds and the reloaded config has the defaults."""
+    config = tiny_config()
+    params = init(jax.random.key(0), config)
+    running = config.replace(remat="full", scan_layers=False, attention_impl="fused",
+                             answer_positions=8)
+    export_hf(str(tmp_path), params, running)
+    _, reloaded_config = load_hf(str(tmp_path))
+    assert reloaded_config == config

@@ -29,7 +29,8 @@ FAMILIES = {"llama": ("LlamaConfig", "llama"), "qwen2": ("Qwen2Config", "qwen2")
             "mistral": ("MistralConfig", "mistral"), "qwen3": ("Qwen3Config", "qwen3"),
             "gemma2": ("Gemma2Config", "gemma2"), "gemma3": ("Gemma3TextConfig", "gemma3_text")}
 # Fields that only say how headjax computes, not what: Hugging Face has no place for them.
-EXECUTION_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl")
+EXECUTION_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
+                    "answer_positions")
 
 
 def default_architecture(config: ModelConfig) -> str:

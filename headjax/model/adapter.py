@@ -115,7 +115,8 @@ def project(x: Float[Array, "..."], weight: Float[Array, "..."], equation: str
     n_in = sum(c in x_letters for c in w_letters)
     tokens, inner = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
     out = weight.shape[n_in:]
-    y = jnp.dot(x.reshape(-1, math.prod(inner)), weight.reshape(math.prod(inner), -1))
+    with jax.named_scope(equation):  # names the product in profiles (HLO op_name)
+        y = jnp.dot(x.reshape(-1, math.prod(inner)), weight.reshape(math.prod(inner), -1))
     return y.reshape(*tokens, *out)
 
 
