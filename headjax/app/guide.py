@@ -175,10 +175,11 @@ def budget_rank(model_config: ModelConfig, targets, heads: np.ndarray, budget_ra
 
 
 def _with_lora_rank(config: ml_collections.ConfigDict, rank: int) -> ml_collections.ConfigDict:
-    """`config` with `lora.rank = rank` and alpha scaled to keep alpha / rank."""
-    scale = config.lora.alpha / config.lora.rank
+    """`config` with `lora.rank = rank`; `lora.alpha` stays, so the scale alpha / rank follows
+    the rank as in PEFT, and a checkpoint merges with the config's alpha as any LoRA run's
+    (`headjax.lora.restored_model_params`)."""
     config = config.copy_and_resolve_references()
-    config.lora.update(rank=rank, alpha=scale * rank)
+    config.lora.rank = rank
     return config
 
 

@@ -123,7 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.guide.head_fraction = 0.1  # of all heads, for heads = pattern | random
     c.guide.train_mlp = False  # with heads != all: also the MLPs of layers holding them
     # With lora.enabled and heads != all: head-LoRA's rank is set so that its adapters hold about
-    # as many parameters as plain LoRA of this rank on every head (alpha / rank kept); 0 = off.
+    # as many parameters as plain LoRA of this rank on every head (lora.alpha kept); 0 = off.
     c.guide.lora_budget_rank = 0
     c.guide.seed = 0  # random mixtures and random heads
 
