@@ -166,10 +166,10 @@ def trainable_parameters(config: ml_collections.ConfigDict, model_config: ModelC
     return total if mask is None else int(sum(np.asarray(m).sum() for m in jax.tree.leaves(mask)))
 
 
-def budget_rank(model_config: ModelConfig, targets, heads: np.ndarray, budget_rank: int) -> int:
+def budget_rank(model_config: ModelConfig, targets, heads: np.ndarray, plain_rank: int) -> int:
     """The head-LoRA rank (>= 1) on `heads` whose adapter parameters come nearest to those of
-    plain LoRA of rank `budget_rank` on every head (adapter counts grow linearly with rank)."""
-    budget = trainable_count(model_config, lora_spec(budget_rank, 1.0, targets))
+    plain LoRA of rank `plain_rank` on every head (adapter counts grow linearly with rank)."""
+    budget = trainable_count(model_config, lora_spec(plain_rank, 1.0, targets))
     per_rank = trainable_count(model_config, lora_spec(1, 1.0, targets, heads))
     return max(1, round(budget / max(per_rank, 1)))
 
@@ -231,14 +231,13 @@ def run_guided(config: ml_collections.ConfigDict, params, model_config: ModelCon
                 rank = budget_rank(model_config, config.lora.targets, phase_heads,
                                    g.lora_budget_rank)
                 phase = dataclasses.replace(phase, config=_with_lora_rank(phase.config, rank))
-                config = _with_lora_rank(config, rank)  # the record's trainable count below
                 record["lora_rank"] = rank
         state = train_phase(phase.config, params, phase.examples, phase_mask,
                             phase_heads if config.lora.enabled else None)
     leaves = jax.tree.leaves(model_params(state.params))
     record["total_parameters"] = int(sum(np.size(p) for p in leaves))
     record["trainable_parameters"] = trainable_parameters(  # of the target phase, the last one
-        config, model_config, record["total_parameters"], phase_mask, phase_heads)
+        phase.config, model_config, record["total_parameters"], phase_mask, phase_heads)
     if write and jax.process_index() == 0:
         path = Path(config.run_dir) / "guide.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from headjax.io import layout
 from headjax.io.hf_config import ARCHITECTURES, config_from_hf
 from headjax.io.output import check_output
 from headjax.io.tokenizer import TextTokenizer
-from headjax.model.config import ModelConfig, RopeScaling
+from headjax.model.config import EXECUTION_FIELDS, ModelConfig, RopeScaling
 from headjax.model.transformer import Params
 
 TO_HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh",
@@ -28,9 +28,6 @@ TO_HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_t
 FAMILIES = {"llama": ("LlamaConfig", "llama"), "qwen2": ("Qwen2Config", "qwen2"),
             "mistral": ("MistralConfig", "mistral"), "qwen3": ("Qwen3Config", "qwen3"),
             "gemma2": ("Gemma2Config", "gemma2"), "gemma3": ("Gemma3TextConfig", "gemma3_text")}
-# Fields that only say how headjax computes, not what: Hugging Face has no place for them.
-EXECUTION_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
-                    "answer_positions")
 
 
 def default_architecture(config: ModelConfig) -> str:

@@ -8,7 +8,6 @@ from headjax.model.loss import (
     loss,
     model_inputs,
     per_sample_loss,
-    token_losses,
     vocab_cross_entropy,
 )
 from headjax.model.transformer import ForwardOutput, Params, forward, init, param_axes, param_shapes
@@ -16,5 +15,5 @@ from headjax.model.transformer import ForwardOutput, Params, forward, init, para
 __all__ = [
     "Batch", "ForwardOutput", "ModelConfig", "Params", "RopeScaling", "answer_token_losses",
     "batch_token_losses", "forward", "init", "loss", "model_inputs", "param_axes",
-    "param_shapes", "per_sample_loss", "tiny_config", "token_losses", "vocab_cross_entropy",
+    "param_shapes", "per_sample_loss", "tiny_config", "vocab_cross_entropy",
 ]

@@ -11,6 +11,10 @@ ROPE_SCALINGS = (None, "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_IMPLS = ("xla", "fused")
+# Fields that say how headjax computes, not what: a run sets them (config section `model`), and
+# checkpoint formats such as Hugging Face's have no place for them.
+EXECUTION_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
+                    "answer_positions")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,12 +48,6 @@ def model_inputs(batch: Mapping[str, Any]) -> Batch:
     return {key: batch[key] for key in BATCH_KEYS if key in batch}  # type: ignore[return-value]
 
 
-def token_losses(logits: Float[Array, "batch seq vocab"], tokens) -> Float[Array, "batch seq"]:
-    """Cross-entropy (nats) of predicting token t from position t-1; column 0 is 0."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:])
-    return jnp.pad(ce, ((0, 0), (1, 0)))
-
-
 def vocab_cross_entropy(params: Params, hidden: Float[Array, "batch n d_model"],
                         targets: Int[Array, "batch n"], config: ModelConfig, chunk: int = 0
                         ) -> Float[Array, "batch n"]:

@@ -22,7 +22,7 @@ from headjax.lora import (
     trainable,
     with_rank_rule,
 )
-from headjax.model.config import ModelConfig
+from headjax.model.config import EXECUTION_FIELDS, ModelConfig
 from headjax.model.loss import model_inputs
 from headjax.model.transformer import param_shapes
 from headjax.parallel import (
@@ -49,12 +49,9 @@ BatchFactory = Callable[[dict | None], Iterator[dict]]
 
 def model_config_for_training(model_config: ModelConfig, config: ml_collections.ConfigDict
                               ) -> ModelConfig:
-    """`model_config` with the run's numerics (dtype, param dtype, remat, attention, scan,
-    answer positions)."""
-    m = config.model
-    return model_config.replace(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat,
-                                attention_impl=m.attention_impl, scan_layers=m.scan_layers,
-                                answer_positions=m.answer_positions)
+    """`model_config` with the run's numerics: each of `EXECUTION_FIELDS` (dtype, param dtype,
+    remat, attention, scan, answer positions) from the config's `model` section."""
+    return model_config.replace(**{name: config.model[name] for name in EXECUTION_FIELDS})
 
 
 def checkpoint_dir(config: ml_collections.ConfigDict) -> Path:
