@@ -1,5 +1,5 @@
 """Test helper: headjax's logits and greedy continuation by full recomputation (no KV cache),
-the reference the real-model tests hold against transformers."""
+the reference the real-model tests hold against transformers, and the logits comparison."""
 
 from __future__ import annotations
 
@@ -26,3 +26,13 @@ def greedy_full_recompute(params, config, prompt: list[int], new_tokens: int) ->
         step_logits = logits(params, jnp.asarray(buffer), config)
         buffer[0, t] = int(jnp.argmax(step_logits[0, t - 1]))
     return buffer[0, len(prompt):].tolist()
+
+
+def max_logits_difference(params, config, torch_model, tokens: list[list[int]]) -> float:
+    """Largest |headjax logits - transformers logits| over `tokens` `[batch, seq]`."""
+    import torch
+
+    with torch.no_grad():
+        reference = torch_model(torch.tensor(tokens)).logits.numpy()
+    ours = np.asarray(logits(params, jnp.asarray(tokens), config))
+    return float(np.abs(ours - reference).max())

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers_greedy import greedy_full_recompute, logits
+from helpers_greedy import greedy_full_recompute, max_logits_difference
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -98,11 +98,7 @@ def reference_continuation(gemma3, prompt_ids):
 def test_logits_match_transformers(gemma3, prompt_ids, reference_continuation):
     """On the prompt plus transformers' continuation (the shape greedy decoding compiles)."""
     params, config, _, model, _ = gemma3
-    tokens = [prompt_ids + reference_continuation]
-    with torch.no_grad():
-        reference = model(torch.tensor(tokens)).logits.numpy()
-    ours = np.asarray(logits(params, jnp.asarray(tokens), config))
-    diff = np.abs(ours - reference).max()
+    diff = max_logits_difference(params, config, model, [prompt_ids + reference_continuation])
     assert diff < 1e-3, f"max abs logits difference {diff:.3g}"
 
 
