@@ -8,7 +8,8 @@ a Llama-class bf16 SFT step on an accelerator.
     python scripts/benchmark.py --sections=profile           # where one SFT step's time goes
 
 Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.app.bench`. The
-`--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop);
+`--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop) or
+set its answer-only projection (`--model_answer_positions`);
 `--accel_*` flags resize the Llama-3.2-1B-shaped model of the accelerator and tracking sections
 (tracking: the accelerator section's pattern-tracking share alone, e.g. on a CPU with a smaller
 model).
@@ -31,8 +32,9 @@ from headjax.lora import lora_spec
 
 SECTIONS = ("forward", "sft", "lora", "heads", "cpu_ratio", "tracking", "accelerator", "profile")
 DEFAULT_SECTIONS = ("forward", "sft", "heads")
-SIZES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim",
-         "answer_positions")
+MODEL_FIELDS = (  # ModelConfig fields the --model_* and --accel_* flags override
+    "vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "ffn_dim",
+    "answer_positions")
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Sections to run, among {SECTIONS}.")
 flags.DEFINE_integer("repeats", 3, "Warm (post-compile) repeats per measurement; medians.")
@@ -52,10 +54,10 @@ flags.DEFINE_integer("head_seq", 64, "heads: sequence length.")
 flags.DEFINE_string("head_model", "", "heads: time this model's architecture (a name or path "
                     "load_pretrained accepts, e.g. gemma3-270m) instead of SmolLM2-135M's.")
 flags.DEFINE_integer("ablation_heads", 6, "heads: heads timed for the naive method.")
-for size in SIZES:
-    flags.DEFINE_integer(f"model_{size}", None, f"sft, lora, cpu_ratio, profile, heads: "
-                         f"override SmolLM2's {size}.")
-    flags.DEFINE_integer(f"accel_{size}", None, f"accelerator: override Llama-1B's {size}.")
+for field in MODEL_FIELDS:
+    flags.DEFINE_integer(f"model_{field}", None, f"sft, lora, cpu_ratio, profile, heads: "
+                         f"override SmolLM2's {field}.")
+    flags.DEFINE_integer(f"accel_{field}", None, f"accelerator: override Llama-1B's {field}.")
 flags.DEFINE_string("accel_dtype", "bfloat16", "accelerator: compute dtype.")
 flags.DEFINE_enum("accel_attention", "xla", accelerator.ATTENTION_IMPLS,
                   "accelerator: attention of the pattern and tracking figures (the SFT step is "
@@ -75,8 +77,8 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
 
 
 def _overrides(prefix: str) -> dict:
-    return {size: getattr(FLAGS, f"{prefix}_{size}") for size in SIZES
-            if getattr(FLAGS, f"{prefix}_{size}") is not None}
+    return {field: getattr(FLAGS, f"{prefix}_{field}") for field in MODEL_FIELDS
+            if getattr(FLAGS, f"{prefix}_{field}") is not None}
 
 
 def _lora() -> dict:
