@@ -172,7 +172,9 @@ def main(argv):
         peak = None if FLAGS.peak_tflops is None else FLAGS.peak_tflops * 1e12
         results["accelerator"] = accelerator.accelerator_section(
             _accelerator_config(), FLAGS.accel_batch, FLAGS.accel_seq, FLAGS.repeats,
-            FLAGS.tracking_steps, FLAGS.probe_seq, peak)
+            FLAGS.tracking_steps, FLAGS.probe_seq, peak,
+            progress=lambda part, figures: print(f"accelerator {part}: {json.dumps(figures)}",
+                                                 flush=True))
         print(f"## accelerator\n{report.accelerator_table(results['accelerator'])}\n",
               flush=True)
     if FLAGS.output:

@@ -127,8 +127,12 @@ def test_lora_section_runs_both_steps_in_their_own_processes():
 def test_accelerator_section_end_to_end_on_cpu():
     config = accelerator.LLAMA_1B.replace(**TINY)
     peak = 1e12  # above any 2-core CPU's rate, so that MFU is a fraction
+    parts = []
     result = accelerator.accelerator_section(config, 2, 16, 2, tracking_steps=4, probe_seq=8,
-                                             peak=peak)
+                                             peak=peak,
+                                             progress=lambda part, f: parts.append((part, f)))
+    assert parts == [("sft/xla", result["sft"]["xla"]), ("tracking", result["tracking"]),
+                     ("sft/fused", result["sft"]["fused"]), ("pattern", result["pattern"])]
     assert result["device_kind"] and result["params"] == config.num_params()
     assert set(result["sft"]) == set(accelerator.ATTENTION_IMPLS)
     tokens = 2 * 16

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -144,12 +145,16 @@ def tracking_figures(config: ModelConfig, prepared: Prepared, steps: int, probe_
 
 
 def accelerator_section(config: ModelConfig, batch_size: int, seq: int, repeats: int,
-                        tracking_steps: int, probe_seq: int, peak: float | None = None) -> dict:
+                        tracking_steps: int, probe_seq: int, peak: float | None = None,
+                        progress: Callable[[str, dict], None] = lambda part, figures: None
+                        ) -> dict:
     """Every figure of the module docstring for `config` on `jax.devices()[0]`.
 
     peak: the chip's peak FLOP/s; None = `machine.peak_flops` of the device kind (MFU is None
     for a chip not in the table). An attention implementation whose step fails to compile or run
     is reported as {"error": ...} (and tracking as None when it is `config.attention_impl`'s).
+    progress(part, figures) is called as each part is measured ("sft/xla", "sft/fused",
+    "tracking", "pattern"), so that a run stopped by a time limit still shows what it measured.
     """
     device = jax.devices()[0]
     peak = peak if peak is not None else peak_flops(device.device_kind)
@@ -161,15 +166,20 @@ def accelerator_section(config: ModelConfig, batch_size: int, seq: int, repeats:
                 impl_config, prepare_sft(impl_config, batch_size, seq), repeats, peak)
         except Exception as error:  # noqa: BLE001 - one failing kernel must not lose the run
             sft[impl] = {"attention_impl": impl, "error": f"{type(error).__name__}: {error}"}
+            progress(f"sft/{impl}", sft[impl])
             continue
+        progress(f"sft/{impl}", sft[impl])
         if impl == config.attention_impl:
             tracking = tracking_figures(impl_config, prepared, tracking_steps, probe_seq)
+            progress("tracking", tracking)
         del prepared
+    pattern = pattern_figures(config, batch_size, seq, repeats)
+    progress("pattern", pattern)
     return {
         "device_kind": device.device_kind, "platform": device.platform, "peak_flops": peak,
         "params": config.num_params(), "dtype": config.dtype, "batch": batch_size, "seq": seq,
         "attention_impl": config.attention_impl, "probe_seq": probe_seq,
         "sft": sft,
-        "pattern": pattern_figures(config, batch_size, seq, repeats),
+        "pattern": pattern,
         "tracking": tracking,
     }
