@@ -10,8 +10,10 @@ cost there.
                 default `heads.*` cadence; the share of wall time spent recording patterns.
 
 FLOPs per step: "model" = `ModelConfig.flops_per_token` x tokens (6 N + attention, the PaLM count
-behind MFU); "compiled" = XLA's `cost_analysis` of the compiled step (it counts a `lax.scan` body
-once, so it is only reported for unrolled layers, `scan_layers=False`).
+behind MFU); "compiled" = XLA's `cost_analysis` of the compiled step. It is only reported for
+unrolled layers (`scan_layers=False`: it counts a `lax.scan` body once) and not on GPUs, where it
+leaves out the matrix products XLA hands to cuBLAS (measured on an H100, 2026-11-27: 8.2 TFLOP for
+the Llama-1B step below, whose matrix products alone are 32 TFLOP).
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def sft_figures(config: ModelConfig, prepared: Prepared, repeats: int, peak: flo
     batch_size, seq = prepared.batch["tokens"].shape
     tokens = batch_size * seq
     model_flops = config.flops_per_token(seq) * tokens
-    cost = compiled_flops(prepared.step) if not config.scan_layers else None
+    counted = not config.scan_layers and jax.devices()[0].platform != "gpu"
+    cost = compiled_flops(prepared.step) if counted else None
     figures = {"attention_impl": config.attention_impl, "compile_s": prepared.compile_s,
                "warm_s": timing.warm_s, "runs_s": list(timing.runs_s),
                "tokens_per_s": tokens / timing.warm_s, "model_flops": model_flops,
