@@ -4,8 +4,9 @@
       [--stages findings,measures,grid,report] ["--config.grid.seeds=(0,1,2)"]
   python scripts/reproduce.py --config configs/reproduce_smollm2.py --stages targets,pilot,power
 
-Resumable: finished findings tasks and grid cells are kept under `out_dir` and skipped; a killed
-run restarts from its own checkpoints. See `headjax.app.reproduce`.
+Resumable: finished findings runs (per task and seed of `findings.seeds`) and grid cells are
+kept under `out_dir` and skipped; a killed run restarts from its own checkpoints. See
+`headjax.app.reproduce`.
 """
 
 from __future__ import annotations

@@ -82,6 +82,9 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     doc = reproduce(config)
     text = doc.read_text()
     assert "[reproduction_power.md](reproduction_power.md)" in text
+    assert text.count("1 seed: no interval over seeds") == 5  # one per headline measure
+    assert text.count(f"**Verdict on `{config.base.model.pretrained}`: undecided at this "
+                      "power**") == 3
     for heading in ("## Finding 1", "## Finding 2", "## Finding 3",
                     "## Improvements against their baselines", "## Figures"):
         assert heading in text

@@ -1,146 +1,34 @@
-"""Stage 1: SFT on each task alone with every task probed, and the paper's three findings.
-
-For each task t of (target, *basic, *unrelated): `findings.steps` SFT steps on
-`findings.train_samples` examples of t, the activation patterns of t and of the target recorded
-on their fixed probe sets at steps 0, `probe_every`, ..., final (step 0, the base model, is scored
-once for all tasks: `out_dir/findings/base_patterns.npz`). Saved per task t
-(`out_dir/findings/<t>.npz`):
-
-    steps                   [steps]
-    <u>                     [steps, layers, heads]    AP of probe task u (t, target) along t's run
-    per_sample/<u>@base     [samples, layers, heads]  u's per-sample scores at step 0
-    per_sample/<u>@final    [samples, layers, heads]  u's per-sample scores at the final step
-    head_change             [layers, heads]   relative Frobenius change of each head's q/k/v/o
-    param_change            scalar            ||d theta|| / ||theta||
-    concentration           scalar            fraction of entries holding 90% of squared change
-
-(keys and files of `headjax.train.patterns`). t's own change is
+"""The paper's three findings measured from the findings stage's arrays
+(`headjax.app.reproduce.findings_stage`: {task: arrays} of one seed's runs). t's own change is
 dAP_t = AP_t(final of run t) - AP_t(step 0).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import shutil
-from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 
-from headjax.app.experiment import probe_hook, train_batches
-from headjax.app.guide import target_examples
 from headjax.app.reproduce.config import findings_tasks
 from headjax.data import probe_batches
 from headjax.heads import (
     ablation_effects,
     activated_heads,
-    change_concentration,
     fit_combination,
-    head_param_change,
     held_out_fit,
     label_permutation_null,
     movement_toward,
     null_tested_fit,
     p_value,
     random_head_sets,
-    relative_param_change,
     relative_pattern_change,
     spearman,
     top_k_share,
     trajectory,
 )
 from headjax.heads.report import analyze
-from headjax.lora import model_params
-from headjax.train.loop import Hooks
-from headjax.train.patterns import (
-    load_arrays,
-    load_run_patterns,
-    pattern_path,
-    per_sample_key,
-    read_step,
-    record_patterns,
-    save_npz_atomically,
-    task_of,
-)
-from headjax.train.trainer import train
-
-log = logging.getLogger(__name__)
-
-
-def findings_run_config(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
-    """The run config of task `task`'s SFT in the findings stage."""
-    c = config.base.copy_and_resolve_references()  # locked like `base`
-    f = config.findings
-    c.run_dir = str(Path(config.out_dir) / "findings" / task)
-    c.data.tasks = (task,)
-    c.data.train_samples = f.train_samples
-    c.train.steps = f.steps
-    c.train.warmup_steps = min(c.train.warmup_steps, f.steps)
-    c.heads.tasks = tuple(dict.fromkeys((task, f.target)))
-    c.heads.samples = f.probe_samples
-    c.heads.every = f.probe_every
-    c.checkpoint.update(every=0, keep=1, export_final=False)
-    return c
-
-
-def findings_path(config: ml_collections.ConfigDict, task: str) -> Path:
-    return Path(config.out_dir) / "findings" / f"{task}.npz"
-
-
-def base_patterns(config: ml_collections.ConfigDict, base_params, model_config,
-                  tokenizer) -> Path:
-    """`out_dir/findings/base_patterns.npz`: every findings task's AP (and per-sample scores) at
-    the base model, computed once."""
-    path = Path(config.out_dir) / "findings" / "base_patterns.npz"
-    if not path.exists():
-        every = findings_run_config(config, config.findings.target)
-        every.heads.tasks = findings_tasks(config)
-        record_patterns(base_params, probe_hook(every, tokenizer), model_config, path,
-                        loss_kind=every.heads.loss_kind, write=jax.process_index() == 0)
-    return path
-
-
-def seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
-    """Write the run's step-0 patterns (its probe tasks) from the base patterns."""
-    step_zero = pattern_path(run.run_dir, 0)
-    if step_zero.exists():
-        return
-    arrays = {k: v for k, v in load_arrays(base).items() if task_of(k) in run.heads.tasks}
-    save_npz_atomically(step_zero, arrays)
-
-
-def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer) -> None:
-    """Train and probe every findings task not already saved (resumable per task and, inside a
-    task's run, from its checkpoints). `base_params`: host (numpy) arrays."""
-    base = base_patterns(config, base_params, model_config, tokenizer)
-    for task in findings_tasks(config):
-        path = findings_path(config, task)
-        if path.exists():
-            continue
-        run = findings_run_config(config, task)
-        seed_step_zero(run, base)
-        log.info("findings: SFT on %s", task)
-        state = train(run, model_config=model_config, params=base_params,
-                      make_batches=train_batches(run, tokenizer, target_examples(run)),
-                      hooks=Hooks(probes=probe_hook(run, tokenizer)))
-        after = jax.device_get(model_params(state.params))
-        steps, patterns = load_run_patterns(run.run_dir)
-        arrays = {"steps": np.asarray(steps), **patterns}
-        for moment, step in (("base", steps[0]), ("final", steps[-1])):
-            per_sample = read_step(pattern_path(run.run_dir, step))[1]
-            arrays.update({per_sample_key(u, moment): per_sample[u] for u in patterns})
-        arrays["head_change"] = np.asarray(head_param_change(base_params, after).combined)
-        arrays["param_change"] = np.asarray(relative_param_change(base_params, after))
-        arrays["concentration"] = np.asarray(change_concentration(base_params, after))
-        save_npz_atomically(path, arrays)
-        shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
-
-
-def load_findings(config: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
-    """{task: its saved arrays} for every findings task."""
-    return {task: load_arrays(findings_path(config, task)) for task in findings_tasks(config)}
+from headjax.train.patterns import per_sample_key
 
 
 def own_change(findings: dict, task: str) -> np.ndarray:
@@ -171,10 +59,19 @@ def interval(values) -> list[float]:
 
 
 def finding1(config, findings: dict, base_params, model_config, tokenizer) -> dict:
-    """Task-specific heads: the per-task and per-pair measures of `headjax.heads.report.analyze`
-    on each task's own run (Gini/CV before and after, top-k share of dAP, Jaccard of top-k sets
-    against random sets, Spearman), plus a bootstrap interval of the top-k share, the
-    shuffled-task-label null of the Jaccard, and the ablation check."""
+    """Task-specific heads: `task_specificity` and the ablation check."""
+    return {**task_specificity(config, findings),
+            "ablation": _ablation(config, findings, base_params, model_config, tokenizer)}
+
+
+def task_specificity(config, findings: dict) -> dict:
+    """Finding 1 without the ablation: the per-task and per-pair measures of
+    `headjax.heads.report.analyze` on each task's own run (Gini/CV before and after, top-k share
+    of dAP, Jaccard of top-k sets against random sets, Spearman), plus a bootstrap interval of the
+    top-k share, the shuffled-task-label null of the Jaccard, and under "summary" the mean over
+    tasks of the top-k share (with its bootstrap interval and the uniform share) and the mean
+    over pairs of the Jaccard (with its shuffled-label null: the mean over pairs of each draw,
+    its mean and 5% point)."""
     k, draws = config.findings.k, config.findings.null_draws
     tasks = findings_tasks(config)
     own = {t: findings[t][t] for t in tasks}
@@ -182,21 +79,34 @@ def finding1(config, findings: dict, base_params, model_config, tokenizer) -> di
     per_task, pairs = shared["tasks"], shared["overlap"]
     resampled = bootstrap_changes(findings, tasks, draws, seed=0)
     shares = jax.vmap(functools.partial(top_k_share, k=k))
+    drawn_shares = []
     for i, t in enumerate(tasks):
-        per_task[t]["top_k_share_ci"] = interval(shares(resampled[:, i]))
+        drawn_shares.append(np.asarray(shares(resampled[:, i])))
+        per_task[t]["top_k_share_ci"] = interval(drawn_shares[-1])
         per_task[t]["uniform_top_k_share"] = k / own_change(findings, t).size
     key = jax.random.key(0)
+    null_jaccards = []
     for index, (pair, overlap) in enumerate(pairs.items()):
         a, b = pair.split(" vs ")
         shuffled = label_permutation_null(_per_sample_change(findings, a),
                                           _per_sample_change(findings, b),
                                           jax.random.fold_in(key, index), k=k,
                                           num_permutations=draws)
+        null_jaccards.append(np.asarray(shuffled.jaccard))
         overlap["jaccard_shuffled_mean"] = float(np.mean(shuffled.jaccard))
         overlap["p_jaccard_below_shuffled"] = p_value(
             overlap["jaccard_top_k"], np.asarray(shuffled.jaccard), alternative="less")
-    return {"tasks": per_task, "pairs": pairs,
-            "ablation": _ablation(config, findings, base_params, model_config, tokenizer)}
+    null_mean = np.mean(null_jaccards, axis=0)  # [draws]: the mean over pairs of each draw
+    summary = {
+        "top_k_share_mean": float(np.mean([r["top_k_share_of_change"]
+                                           for r in per_task.values()])),
+        "top_k_share_mean_ci": interval(np.mean(drawn_shares, axis=0)),
+        "uniform_top_k_share": float(np.mean([r["uniform_top_k_share"]
+                                              for r in per_task.values()])),
+        "jaccard_mean": float(np.mean([r["jaccard_top_k"] for r in pairs.values()])),
+        "jaccard_shuffled_mean": float(null_mean.mean()),
+        "jaccard_shuffled_p05": float(np.percentile(null_mean, 5))}
+    return {"tasks": per_task, "pairs": pairs, "summary": summary}
 
 
 def _ablation(config, findings, base_params, model_config, tokenizer) -> dict:
@@ -228,6 +138,7 @@ def _fits(target: np.ndarray, basis: list[np.ndarray], names, key, draws) -> dic
             "weights_ols": dict(zip(names, test.ols.weights.tolist(), strict=True)),
             "weights_nnls": dict(zip(names, test.nnls.weights.tolist(), strict=True)),
             "shuffled_r2_mean": float(test.null_r2.mean()),
+            "shuffled_r2_p95": float(np.percentile(test.null_r2, 95)),
             "p_above_shuffled": test.p_value}
 
 

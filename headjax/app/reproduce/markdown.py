@@ -9,6 +9,7 @@ import operator
 import numpy as np
 
 from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.seeds import HEADLINES, finding_verdict, over_seeds
 from headjax.app.reproduce.statistics import mean_ci, paired, trainable, verdict
 
 PAPER = {
@@ -30,6 +31,37 @@ def _fmt(mean, std, half, scale=1.0, digits=1) -> str:
     if np.isnan(std):
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f} (CI ± {half * scale:.{digits}f})"
+
+
+def seeds_md(config, measures, finding: str) -> list[str]:
+    """`finding`'s ("finding1", ...) headline measures over SFT seeds beside seed 0's bootstrap
+    interval over probes and the null, and the finding's verdict line (`reproduce.seeds`,
+    `reproduce.verdicts`)."""
+    per_seed = measures["seeds"]
+    summary = over_seeds(per_seed)
+    seeds = tuple(int(s) for s in sorted(per_seed, key=int))
+    lines = [f"Over SFT seeds {', '.join(map(str, seeds))} (data order and train seed; the "
+             "same probes; seed 0 is the run of the tables above):", "",
+             "| measure | paper's side of the null | seed 0 [95% bootstrap over probes] | per "
+             "seed | mean over seeds [95% t-interval] | null: mean, 95% point | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for h in (h for h in HEADLINES if h.finding == finding):
+        r, first = summary[h.name], per_seed["0"][h.name]
+        probe = f"{first['value']:.3g}"
+        if "probe_ci" in first:
+            probe += " [{:.3g}, {:.3g}]".format(*first["probe_ci"])
+        over = ("1 seed: no interval over seeds" if len(seeds) < 2 else
+                f"{r['mean']:.3g} [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]")
+        label = h.label.replace("|", "\\|")  # a table cell
+        lines.append(f"| {label} | {h.side} | {probe} | "
+                     f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
+                     f"{r['null_mean']:.3g}, {r['null_point']:.3g} | "
+                     f"{r['verdict'] if h.tested else 'reference only'} |")
+    result, h = finding_verdict(finding, summary)
+    lines += ["", f"**Verdict on `{config.base.model.pretrained}`: {result}** (read from: "
+              f"{h.label}; {len(seeds)} seed{'s' if len(seeds) > 1 else ''}; the paper's side: "
+              f"{h.side} the null's 95% point {summary[h.name]['null_point']:.3g}).", ""]
+    return lines
 
 
 def finding1_md(config, m) -> list[str]:

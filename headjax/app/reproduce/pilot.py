@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from headjax.app.experiment import probe_hook
-from headjax.app.reproduce.findings import seed_step_zero
+from headjax.app.reproduce.findings_stage import seed_step_zero
 from headjax.app.reproduce.grid import append_row, check_same, load_results
 from headjax.app.reproduce.targets import (
     accuracy_scores,

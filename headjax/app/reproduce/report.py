@@ -20,16 +20,25 @@ import ml_collections
 
 from headjax.app.reproduce.config import findings_tasks
 from headjax.app.reproduce.figures import figures
+from headjax.app.reproduce.findings_stage import findings_path
 from headjax.app.reproduce.grid import BASE_KEY
-from headjax.app.reproduce.markdown import finding1_md, finding2_md, finding3_md, improvement_md
+from headjax.app.reproduce.markdown import (
+    finding1_md,
+    finding2_md,
+    finding3_md,
+    improvement_md,
+    seeds_md,
+)
 from headjax.app.reproduce.power_doc import power_doc_path
 from headjax.app.reproduce.statistics import cells
+from headjax.app.reproduce.verdicts import RULES
 from headjax.heads import plots
 
 
-def _findings_wall(config, task: str) -> float:
-    """Seconds the findings run of `task` took (its run's summary.json), 0 if unknown."""
-    path = Path(config.out_dir) / "findings" / task / "summary.json"
+def _findings_wall(config, task: str, seed: int) -> float:
+    """Seconds the findings run of `task` and `seed` took (its run's summary.json), 0 if
+    unknown."""
+    path = findings_path(config, task, seed).with_suffix("") / "summary.json"
     return json.loads(path.read_text())["wall_time_s"] if path.exists() else 0.0
 
 
@@ -53,7 +62,8 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         written.append((name, caption))
     runs = [r for k, r in results.items() if k != BASE_KEY and "error" not in r]
     wall = sum(r.get("wall_s", 0.0) for r in runs)
-    findings_wall = sum(_findings_wall(config, t) for t in findings_tasks(config))
+    findings_wall = sum(_findings_wall(config, t, s) for t in findings_tasks(config)
+                        for s in config.findings.seeds)
     b, f, g = config.base, config.findings, config.grid
     lines = [
         "# Reproduction on SmolLM2-135M-Instruct" if "smollm2" in b.model.pretrained
@@ -62,9 +72,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"from `{config.out_dir}`. Model: `{b.model.pretrained}` ({model_config.num_layers} "
         f"layers x {model_config.num_heads} heads), {b.model.dtype}.", "",
         "## Scale", "",
-        f"- Findings: SFT on each of {', '.join(findings_tasks(config))} alone, "
-        f"{f.steps} steps x batch {b.train.batch_size} over {f.train_samples} training "
-        f"examples, lr {b.train.lr} ({b.train.schedule}); activation patterns on {f.probe_samples}"
+        f"- Findings: SFT on each of {', '.join(findings_tasks(config))} alone, seeds "
+        f"{tuple(f.seeds)} (data order and train seed), {f.steps} steps x batch "
+        f"{b.train.batch_size} over {f.train_samples} training examples, "
+        f"lr {b.train.lr} ({b.train.schedule}); activation patterns on {f.probe_samples}"
         f" fixed test probes per task every {f.probe_every} steps.",
         f"- Grid: target {f.target}, budgets {tuple(g.budgets)} training samples, "
         f"{g.epochs} epochs each, methods {', '.join(g.methods)}, seeds {tuple(g.seeds)}; "
@@ -78,9 +89,11 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
     if power_doc.exists():
         lines[-1:-1] = [f"- Target choice and power analysis: [{power_doc.name}]"
                         f"({os.path.relpath(power_doc, doc.parent)})."]
-    lines += finding1_md(config, measures["finding1"])
-    lines += finding2_md(config, measures["finding2"])
-    lines += finding3_md(config, measures["finding3"], by_cell)
+    lines += [RULES, ""]
+    lines += finding1_md(config, measures["finding1"]) + seeds_md(config, measures, "finding1")
+    lines += finding2_md(config, measures["finding2"]) + seeds_md(config, measures, "finding2")
+    lines += (finding3_md(config, measures["finding3"], by_cell)
+              + seeds_md(config, measures, "finding3"))
     if BASE_KEY in results:
         lines += improvement_md(config, results, by_cell)
     if config.notes:

@@ -11,17 +11,12 @@ import jax
 import ml_collections
 
 from headjax.app.reproduce.config import findings_tasks, validate_reproduce
-from headjax.app.reproduce.findings import (
-    finding1,
-    finding2,
-    finding3,
-    load_findings,
-    own_change,
-    run_findings,
-)
+from headjax.app.reproduce.findings import finding1, finding2, finding3, own_change
+from headjax.app.reproduce.findings_stage import load_findings, run_findings
 from headjax.app.reproduce.grid import load_results, run_grid
 from headjax.app.reproduce.pilot import run_pilot
 from headjax.app.reproduce.power_doc import write_power_doc
+from headjax.app.reproduce.seeds import seed_headlines
 from headjax.app.reproduce.targets import run_targets
 from headjax.parallel import maybe_initialize
 from headjax.train.patterns import save_npz_atomically
@@ -32,11 +27,20 @@ DEFAULT_STAGES = ("findings", "measures", "grid", "report")  # the study itself
 
 
 def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
-    """`out_dir/findings/dap.npz`: each findings task's own dAP `[layers, heads]` (the patterns
-    file of the pattern-guided mixture, `guide.patterns`)."""
+    """`out_dir/findings/dap.npz`: each findings task's own dAP `[layers, heads]` in seed 0's runs
+    (the patterns file of the pattern-guided mixture, `guide.patterns`)."""
     path = Path(config.out_dir) / "findings" / "dap.npz"
     save_npz_atomically(path, {t: own_change(findings, t) for t in findings_tasks(config)})
     return path
+
+
+def measures_lack_seeds(config: ml_collections.ConfigDict, path: Path) -> bool:
+    """True when `path` (measures.json) is missing or holds other seeds' headline measures than
+    `findings.seeds` (written before the seeds were configured): the measures are recomputed."""
+    if not path.exists():
+        return True
+    per_seed = json.loads(path.read_text()).get("seeds", {})
+    return sorted(per_seed) != sorted(str(s) for s in config.findings.seeds)
 
 
 def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> None:
@@ -59,9 +63,10 @@ def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> No
 def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path | None:
     """Run the requested `stages` in `STAGES` order (each resumes what an earlier call left):
     "targets" (candidate targets before and after a short SFT -> targets.jsonl), "findings"
-    (SFT per task, patterns), "measures" (the three findings' measures -> measures.json, from the
-    findings alone), "grid" (the improvements), "pilot" (short SFT on the target over seeds ->
-    pilot.jsonl), "power" (the design search -> `<doc>_power.md`, also written after "targets")
+    (SFT per task and seed, patterns), "measures" (the three findings' measures on seed 0's runs
+    and the headline measures of every seed -> measures.json, from the findings alone), "grid"
+    (the improvements), "pilot" (short SFT on the target over seeds -> pilot.jsonl), "power"
+    (the design search -> `<doc>_power.md`, also written after "targets")
     and "report" (docs, from measures.json and results.jsonl). Returns the report's path when
     "report" ran."""
     from headjax.io.pretrained import load_pretrained
@@ -87,10 +92,12 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
     measures_path = Path(config.out_dir) / "measures.json"
-    if "measures" in stages or ("report" in stages and not measures_path.exists()):
+    if "measures" in stages or ("report" in stages and measures_lack_seeds(config,
+                                                                           measures_path)):
         measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
                     "finding2": finding2(config, findings),
                     "finding3": finding3(config, findings)}
+        measures["seeds"] = seed_headlines(config, measures)
         if jax.process_index() == 0:
             measures_path.write_text(json.dumps(measures, indent=2))
     if "grid" in stages:

@@ -27,6 +27,7 @@ import ml_collections
 
 from headjax.app.experiment import train_batches
 from headjax.app.guide import target_examples
+from headjax.app.reproduce.config import seeded
 from headjax.app.reproduce.grid import append_row, check_same, load_results
 from headjax.data import get_task
 from headjax.eval.accuracy import evaluate_accuracy
@@ -49,8 +50,7 @@ def short_sft_config(config: ml_collections.ConfigDict, task: str, seed: int,
     c.run_dir = str(run_dir)
     c.data.tasks = (task,)
     c.data.train_samples = config.findings.train_samples
-    c.data.seed = seed
-    c.train.seed = seed
+    seeded(c, seed)
     c.train.steps = config.targets.steps
     c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps)
     c.heads.every = 0
