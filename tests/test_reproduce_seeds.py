@@ -23,6 +23,7 @@ from headjax.app.reproduce import findings_stage
 from headjax.app.reproduce.config import findings_tasks, validate_reproduce
 from headjax.app.reproduce.findings import finding2, own_change
 from headjax.app.reproduce.findings_stage import findings_path, load_findings
+from headjax.app.reproduce.report import wall_by_machine
 from headjax.app.reproduce.runner import reproduce
 from headjax.app.reproduce.seeds import over_seeds
 from headjax.app.reproduce.verdicts import FAILS, HOLDS, UNDECIDED, verdict
@@ -197,3 +198,9 @@ def test_bad_findings_seeds_are_named(model_dir, tmp_path, seeds):
         validate_reproduce(config)
     with pytest.raises(ValueError, match="side"):
         verdict(0.5, 0.1, 0.3, "sideways")
+
+
+def test_wall_time_is_reported_per_machine_in_order_of_first_run():
+    runs = [(600.0, "2 CPU cores"), (120.0, "1 x NVIDIA H100 80GB HBM3"), (1800.0, "2 CPU cores")]
+    assert wall_by_machine(runs) == "40 min on 2 CPU cores + 2 min on 1 x NVIDIA H100 80GB HBM3"
+    assert wall_by_machine([]) == "0 min"

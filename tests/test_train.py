@@ -172,6 +172,7 @@ def test_wrong_batch_rows_are_named(tiny, tmp_path):
 
 def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     import json
+    import os
 
     from headjax.heads import head_scores
     from headjax.train import train
@@ -214,6 +215,7 @@ def test_loop_records_metrics_patterns_evals_and_resumes(tiny, tmp_path):
     assert list((tmp_path / "tensorboard").iterdir())
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["accuracy"] == {"0": {"syn": 0.25}, "4": {"syn": 0.5}, "6": {"syn": 0.75}}
+    assert summary["machine"] == f"{os.cpu_count()} CPU cores"  # where the wall time was spent
 
     run.train.steps = 8  # resume from step 6: no second step-0 measurement
     state = train(run, model_config=config, params=params, make_batches=Batches, hooks=hooks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from typing import NamedTuple
 
 import jax
@@ -80,3 +81,12 @@ def simulate_cpu_devices(devices: int) -> None:
         if jax.device_count() != devices:
             raise RuntimeError(f"--devices={devices}: JAX already started with "
                                f"{jax.device_count()} devices") from None
+
+
+def running_on() -> str:
+    """The devices this process computes on, in words: "2 CPU cores" (the host's logical CPUs)
+    or "<count> x <device kind>" ("1 x NVIDIA H100 80GB HBM3"); recorded beside wall times."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"{os.cpu_count()} CPU cores"
+    return f"{jax.device_count()} x {device.device_kind}"

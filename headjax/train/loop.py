@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from headjax.lora import model_params
 from headjax.model.config import ModelConfig
+from headjax.parallel.hardware import running_on
 from headjax.train.checkpoint import Checkpointer
 from headjax.train.metrics import MetricsWriter
 from headjax.train.patterns import pattern_path, record_patterns
@@ -121,6 +122,7 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
     writer.close()
     if first_process:
         summary = {"steps": total, "resumed_from": start, "wall_time_s": time.perf_counter()
-                   - started_run, "accuracy": {str(s): a for s, a in sorted(accuracies.items())}}
+                   - started_run, "machine": running_on(),
+                   "accuracy": {str(s): a for s, a in sorted(accuracies.items())}}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return state

@@ -54,6 +54,7 @@ from headjax.eval.accuracy import evaluate_accuracy
 from headjax.heads import activation_pattern, movement_toward, sample_weights
 from headjax.lora import model_params
 from headjax.model.loss import per_sample_loss
+from headjax.parallel.hardware import running_on
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                        "total_parameters": record["total_parameters"],
                        "mixture": record.get("weights"), "counts": record.get("counts"),
                        "selected": record.get("selected_per_task"),
-                       "wall_s": time.perf_counter() - started}
+                       "wall_s": time.perf_counter() - started, "machine": running_on()}
                 append_row(path, row)
                 done[key] = row
                 shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)

@@ -15,7 +15,6 @@ import json
 import os
 from pathlib import Path
 
-import jax
 import ml_collections
 
 from headjax.app.reproduce.config import findings_tasks
@@ -35,19 +34,29 @@ from headjax.app.reproduce.verdicts import RULES
 from headjax.heads import plots
 
 
-def _findings_wall(config, task: str, seed: int) -> float:
-    """Seconds the findings run of `task` and `seed` took (its run's summary.json), 0 if
-    unknown."""
-    path = findings_path(config, task, seed).with_suffix("") / "summary.json"
-    return json.loads(path.read_text())["wall_time_s"] if path.exists() else 0.0
+def _findings_runs(config) -> list[tuple[float, str]]:
+    """(seconds, machine) of every findings run (task x seed) from its run's summary.json;
+    runs without one are left out."""
+    out = []
+    for task in findings_tasks(config):
+        for seed in config.findings.seeds:
+            path = findings_path(config, task, seed).with_suffix("") / "summary.json"
+            if path.exists():
+                summary = json.loads(path.read_text())
+                out.append((summary["wall_time_s"], summary.get("machine", UNRECORDED)))
+    return out
 
 
-def _machine() -> str:
-    """`N CPU cores` or the accelerator's kind, for the wall-time statement."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return f"{os.cpu_count()} CPU cores"
-    return f"{jax.device_count()} x {device.device_kind}"
+UNRECORDED = "a machine not recorded"
+
+
+def wall_by_machine(runs: list[tuple[float, str]]) -> str:
+    """"12 min on 1 x NVIDIA H100 80GB HBM3 + 40 min on 2 CPU cores" from (seconds, machine)
+    pairs, machines in order of first appearance; "0 min" for none."""
+    minutes: dict[str, float] = {}
+    for seconds, machine in runs:
+        minutes[machine] = minutes.get(machine, 0.0) + seconds / 60
+    return " + ".join(f"{m:.0f} min on {machine}" for machine, m in minutes.items()) or "0 min"
 
 
 def write_reproduction(config: ml_collections.ConfigDict, measures: dict, results: dict,
@@ -61,9 +70,8 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         plots.save(fig, figures_dir / name)
         written.append((name, caption))
     runs = [r for k, r in results.items() if k != BASE_KEY and "error" not in r]
-    wall = sum(r.get("wall_s", 0.0) for r in runs)
-    findings_wall = sum(_findings_wall(config, t, s) for t in findings_tasks(config)
-                        for s in config.findings.seeds)
+    grid_wall = wall_by_machine([(r.get("wall_s", 0.0), r.get("machine", UNRECORDED))
+                                 for r in runs])
     b, f, g = config.base, config.findings, config.grid
     lines = [
         "# Reproduction on SmolLM2-135M-Instruct" if "smollm2" in b.model.pretrained
@@ -82,9 +90,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"preliminary set {g.preliminary_samples} basic examples, warm start {g.warm_steps} "
         f"steps, head fraction {g.head_fraction}; evaluation on {g.eval_samples} test examples"
         f" (greedy, {b.eval.max_new_tokens} new tokens).",
-        f"- Wall time on {_machine()}: findings training {findings_wall / 60:.0f} min, the "
-        f"{len(runs)} grid runs {wall / 60:.0f} min (warm starts shared across budgets count in "
-        "the first run that trained them; evaluation included).", ""]
+        f"- Wall time, by the machine each run ran on: findings training "
+        f"{wall_by_machine(_findings_runs(config))}; the {len(runs)} grid runs {grid_wall} "
+        "(warm starts shared across budgets count in the first run that trained them; "
+        "evaluation included).", ""]
     power_doc = power_doc_path(config)
     if power_doc.exists():
         lines[-1:-1] = [f"- Target choice and power analysis: [{power_doc.name}]"
