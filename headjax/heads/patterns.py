@@ -31,6 +31,8 @@ from headjax.heads.scores import per_sample_head_scores, sample_weights
 from headjax.model.config import ModelConfig
 from headjax.model.loss import model_inputs
 from headjax.model.transformer import Params
+from headjax.parallel import DEFAULT_RULES, gather_rows, params_mesh, shard_rows
+from headjax.parallel.rules import Rules
 
 NORMALIZATIONS = ("none", "layer_l2", "minmax", "sum_to_one")
 _TINY = 1e-20
@@ -74,20 +76,27 @@ def _batch_scores(params: Params, batch: dict, config: ModelConfig, loss_kind: s
 
 def activation_pattern(params: Params, config: ModelConfig, batches: Iterable[dict], *,
                        loss_kind: str = "sample_mean", normalization: str = "none",
-                       progress: bool = True, total: int | None = None) -> PatternResult:
+                       progress: bool = True, total: int | None = None,
+                       rules: Rules = DEFAULT_RULES) -> PatternResult:
     """Stream `batches` (batch convention of `headjax.model.loss`), one backward pass per batch.
 
     Only each batch's `model_inputs` are passed to the model (a batch may carry other fields,
-    e.g. task names). Params may be sharded: the per-batch function is jitted and
-    follows their shardings. `total` sizes the progress bar when `batches` has no length.
+    e.g. task names). Params may be sharded: the per-batch function is jitted and follows their
+    shardings, and each batch's rows are sharded over the mesh's `batch` rule axes of `rules`
+    (`headjax.parallel.shard_rows`: padded with copies of the last row without answer tokens,
+    left out of the pattern). `total` sizes the progress bar when `batches` has no length.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: {normalization!r} not in {NORMALIZATIONS}")
+    mesh = params_mesh(params)
     kept = []
     for batch in tqdm(batches, total=total, disable=not progress, desc="activation pattern"):
-        arrays = jax.tree.map(jnp.asarray, model_inputs(batch))
-        scores, weights = _batch_scores(params, arrays, config, loss_kind)
-        kept.append(np.asarray(scores)[np.asarray(weights) > 0])
+        arrays = model_inputs(batch)
+        rows = len(arrays["tokens"])
+        arrays = (jax.tree.map(jnp.asarray, arrays) if mesh is None
+                  else shard_rows(arrays, mesh, rules, zero=("loss_mask",)))
+        scores, weights = gather_rows(_batch_scores(params, arrays, config, loss_kind), rows)
+        kept.append(scores[weights > 0])
     if not kept or sum(len(s) for s in kept) == 0:
         raise ValueError("batches: no sample with answer tokens (loss_mask is empty everywhere)")
     per_sample = np.concatenate(kept).astype(np.float32)

@@ -176,6 +176,15 @@ def batch_spec(shape: Sequence[int], rules: Rules, mesh: Mesh) -> PartitionSpec:
     return spec
 
 
+def batch_multiple(rules: Rules, mesh: Mesh) -> int:
+    """Rows a batch must be a multiple of to shard by the `batch` rule on `mesh`: the product of
+    the rule's mesh axes' sizes (data x fsdp by default)."""
+    table = rules_dict(rules, mesh)
+    if "batch" not in table:
+        raise ValueError("mesh.rules: no rule for logical axis 'batch'")
+    return math.prod(mesh.shape[axis] for axis in table["batch"])
+
+
 def batch_shardings(batch: Mapping[str, Any], rules: Rules, mesh: Mesh) -> dict:
     """Shardings for a batch dict of `[batch, seq, ...]` arrays: batch dim by the `batch` rule
     (an indivisible batch raises, see `batch_spec`)."""
