@@ -7,7 +7,10 @@ On meshes data=2 x fsdp=2 x tensor=2 and fsdp=8, with the tiny random model's pa
 the default rules, writes: greedy tokens and texts of 5 prompts (a batch both meshes must pad)
 and of 8, sharded and on one device; activation patterns of probe batches of 6 and 8 rows for
 both loss kinds, sharded and on one device; the PartitionSpec the compiled generation and score
-programs take their batch with; and the batch shardings of the dry run's programs.
+programs take their batch with; the batch shardings of the dry run's programs; and the
+largest difference of the loss and its gradients with `answer_positions = 8` (the branch that
+projects answer positions only) between the sharded step and one device, and the collectives
+of that step compiled for data parallelism.
 """
 
 from __future__ import annotations
@@ -94,11 +97,11 @@ def patterns(params, config, sharded) -> dict:
 
 def compiled_specs(config, sharded, mesh, tokenizer) -> dict:
     """PartitionSpecs the compiled programs take their batch with (`input_shardings`)."""
+    import jax
+
     from headjax.eval.generate import _generate, left_pad
     from headjax.heads.patterns import _batch_scores
     from headjax.parallel import DEFAULT_RULES, shard_rows
-
-    import jax
 
     batch = shard_rows(probe_batch(6, 1), mesh, DEFAULT_RULES, zero=("loss_mask",))
     scores = _batch_scores.lower(sharded, batch, config, "sample_mean").compile()
@@ -110,6 +113,50 @@ def compiled_specs(config, sharded, mesh, tokenizer) -> dict:
                           pad_token_id=0).compile()
     return {"scores": [str(s.spec) for s in jax.tree.leaves(scores.input_shardings[0][1])],
             "generate": [str(s.spec) for s in gen.input_shardings[0][1:3]]}
+
+
+def _answer_position_grad(p, b):
+    import jax
+
+    from headjax.model import loss, tiny_config
+
+    return jax.value_and_grad(lambda q: loss(q, b, tiny_config(answer_positions=8)))(p)
+
+
+def _on_mesh(mesh):
+    import jax
+
+    from headjax.parallel import DEFAULT_RULES, with_activation_sharding
+
+    return jax.jit(with_activation_sharding(_answer_position_grad, mesh, DEFAULT_RULES))
+
+
+def answer_position_loss(params, sharded, mesh) -> float:
+    """max |difference| of (loss, gradients) with answer_positions = 8, inside the activation
+    constraints as the train step runs, between the mesh and one device."""
+    import jax
+
+    from headjax.parallel import DEFAULT_RULES, batch_shardings
+
+    batch = probe_batch(8, 2)  # at most 6 answer tokens a row: the answer-positions branch
+    reference = jax.jit(_answer_position_grad)(params, batch)
+    got = _on_mesh(mesh)(sharded, jax.device_put(batch, batch_shardings(batch, DEFAULT_RULES,
+                                                                         mesh)))
+    return max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(got), strict=True))
+
+
+def answer_position_collectives(params, config) -> dict:
+    """Collectives of the answer-positions loss gradient compiled for mesh data=8."""
+    import jax
+
+    from headjax.app.dry_run import count_collectives
+    from headjax.parallel import DEFAULT_RULES, batch_shardings
+
+    sharded, mesh = sharded_params(params, config, {"data": 8, "fsdp": 1, "tensor": 1})
+    batch = probe_batch(8, 2)
+    placed = jax.device_put(batch, batch_shardings(batch, DEFAULT_RULES, mesh))
+    return count_collectives(_on_mesh(mesh).lower(sharded, placed).compile().as_text())
 
 
 def dry_run_specs(config) -> dict:
@@ -143,8 +190,10 @@ def main(out: str) -> None:
         sharded, mesh = sharded_params(params, config, sizes)
         results[name] = {"generation": generation(params, config, sharded, mesh, tokenizer),
                          "patterns": patterns(params, config, sharded),
-                         "compiled": compiled_specs(config, sharded, mesh, tokenizer)}
+                         "compiled": compiled_specs(config, sharded, mesh, tokenizer),
+                         "answer_positions": answer_position_loss(params, sharded, mesh)}
     results["dry_run"] = dry_run_specs(config)
+    results["answer_position_collectives"] = answer_position_collectives(params, config)
     with open(out, "w") as f:
         json.dump(results, f)
 

@@ -1,7 +1,8 @@
 """Evaluation prompts and probe batches sharded over the params' mesh (8 host devices in a
 subprocess, `eval_worker.py`): greedy generation token for token and head scores within 1e-5 of
 one device, batches the mesh does not divide padded, and the compiled programs (and the dry
-run's) taking their batch sharded over data x fsdp.
+run's) taking their batch sharded over data x fsdp; the answer-positions loss (its gather and
+scatter kept on each row's devices) on a mesh equal to one device.
 
 Bad inputs tried: none (every batch size is padded, never refused).
 """
@@ -79,3 +80,15 @@ def test_dry_run_lowers_probe_and_eval_with_the_sharded_batch(results):
     assert results["dry_run"] == {"train step": SHARDED["data2_fsdp2_tensor2"],
                                   "head-pattern step": SHARDED["data2_fsdp2_tensor2"],
                                   "eval generation": SHARDED["data2_fsdp2_tensor2"]}
+
+
+@pytest.mark.parametrize("mesh", MESHES)
+def test_answer_position_loss_on_a_mesh_equals_one_device(results, mesh):
+    assert results[mesh]["answer_positions"] < 1e-5
+
+
+def test_answer_position_loss_moves_only_gradients_when_data_parallel(results):
+    """Per-row gather and scatter: no all-gather or all-to-all, only gradient all-reduces."""
+    collectives = results["answer_position_collectives"]
+    assert collectives["all-gather"] == collectives["all-to-all"] == 0, collectives
+    assert collectives["all-reduce"] > 0, collectives
