@@ -100,11 +100,12 @@ def compiled_specs(config, sharded, mesh, tokenizer) -> dict:
     import jax
 
     from headjax.eval.generate import _generate, left_pad
-    from headjax.heads.patterns import _batch_scores
-    from headjax.parallel import DEFAULT_RULES, shard_rows
+    from headjax.heads.patterns import batch_scores_program
+    from headjax.parallel import DEFAULT_RULES, frozen_rules, shard_rows
 
     batch = shard_rows(probe_batch(6, 1), mesh, DEFAULT_RULES, zero=("loss_mask",))
-    scores = _batch_scores.lower(sharded, batch, config, "sample_mean").compile()
+    step = batch_scores_program(config, "sample_mean", mesh, frozen_rules(DEFAULT_RULES))
+    scores = step.lower(sharded, batch).compile()
     tokens, mask = left_pad([tokenizer.encode(p) for p in PROMPTS[:5]], tokenizer.pad_token_id)
     placed = shard_rows({"tokens": tokens, "mask": mask}, mesh, DEFAULT_RULES)
     gen = _generate.lower(sharded, placed["tokens"], placed["mask"], None,

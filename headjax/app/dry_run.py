@@ -29,12 +29,13 @@ import ml_collections
 from jax.sharding import NamedSharding
 
 from headjax.eval.generate import generate
-from headjax.heads.scores import per_sample_head_scores, sample_weights
+from headjax.heads.patterns import batch_scores_program
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import param_axes, param_shapes
 from headjax.parallel import (
     batch_multiple,
     batch_spec,
+    frozen_rules,
     padded_rows,
     replicated,
     replicated_params,
@@ -204,9 +205,8 @@ def plan(config: ml_collections.ConfigDict, model_config: ModelConfig, *,
     probe = abstract_batch(probe_rows, seq, probe_sharding)
     eval_rows, eval_sharding = _internal_batch(config.eval.batch_size, seq, setup.rules, mesh)
 
-    def pattern_step(p, b):
-        scores = per_sample_head_scores(p, b, model_config, loss_kind=config.heads.loss_kind)
-        return scores, sample_weights(b)
+    pattern_step = batch_scores_program(model_config, config.heads.loss_kind, mesh,
+                                        frozen_rules(setup.rules))
 
     def evaluate(p, prompts, mask):
         return generate(p, eval_config, prompts, mask,
@@ -216,7 +216,7 @@ def plan(config: ml_collections.ConfigDict, model_config: ModelConfig, *,
     mask = jax.ShapeDtypeStruct(prompts.shape, jnp.bool_, sharding=eval_sharding)
     programs = (train,
                 _program("head-pattern step",
-                         jax.jit(pattern_step).lower(state.params, probe).compile()),
+                         pattern_step.lower(state.params, probe).compile()),
                 _program("eval generation",
                          jax.jit(evaluate).lower(state.params, prompts, mask).compile()))
     tokens = config.train.batch_size * seq

@@ -16,6 +16,7 @@ from headjax.parallel.rules import (
     batch_shardings,
     batch_spec,
     constrain,
+    frozen_rules,
     is_small_param,
     like_params,
     logical_to_spec,
@@ -28,8 +29,8 @@ from headjax.parallel.rules import (
 
 __all__ = [
     "DEFAULT_RULES", "MESH_AXES", "activation_sharding", "batch_multiple", "batch_shardings",
-    "batch_spec", "constrain", "gather_rows", "global_batch", "is_small_param", "like_params",
-    "logical_to_spec", "make_mesh", "maybe_initialize", "pad_rows", "padded_rows",
+    "batch_spec", "constrain", "frozen_rules", "gather_rows", "global_batch", "is_small_param",
+    "like_params", "logical_to_spec", "make_mesh", "maybe_initialize", "pad_rows", "padded_rows",
     "param_shardings", "params_mesh", "replicated", "replicated_params", "resolve_axis_sizes",
     "shard_rows", "should_initialize", "tree_shardings", "with_activation_sharding",
 ]

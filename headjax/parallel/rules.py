@@ -44,6 +44,11 @@ def _as_axes(target: Any) -> tuple[str, ...]:
     return tuple(target)
 
 
+def frozen_rules(rules: Rules) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`rules` as nested tuples, each target as its tuple of mesh axes (hashable: a cache key)."""
+    return tuple((name, _as_axes(target)) for name, target in rules)
+
+
 def rules_dict(rules: Rules, mesh: Mesh) -> dict[str, tuple[str, ...]]:
     """`rules` as {logical name: tuple of mesh axes}, checking every axis exists in `mesh`."""
     table = {}
