@@ -1,7 +1,7 @@
 """Subprocess job for the sharded evaluation and probe tests (8 simulated host devices; the
 device count must be set before JAX starts).
 
-  python tests/eval_worker.py OUT.json
+  python tests/eval_worker.py mesh OUT.json
 
 On meshes data=2 x fsdp=2 x tensor=2 and fsdp=8, with the tiny random model's params sharded by
 the default rules, writes: greedy tokens and texts of 5 prompts (a batch both meshes must pad)
@@ -11,6 +11,11 @@ programs take their batch with; the batch shardings of the dry run's programs; a
 largest difference of the loss and its gradients with `answer_positions = 8` (the branch that
 projects answer positions only) between the sharded step and one device, and the collectives
 of that step compiled for data parallelism.
+
+  python tests/eval_worker.py multiprocess OUT.json PORT PROCESS_ID NUM_PROCESSES
+
+One process of a `jax.distributed` run (1 CPU device each, mesh data=NUM_PROCESSES, params
+sharded): `multiprocess_results` (texts of 3 prompts, probe patterns of 5 + 8 rows).
 """
 
 from __future__ import annotations
@@ -175,7 +180,36 @@ def dry_run_specs(config) -> dict:
     return {p.name: p.batch_sharding for p in result.programs}
 
 
-def main(out: str) -> None:
+def multiprocess_results(params, config) -> dict:
+    """Greedy texts of 3 prompts and the activation pattern of probe batches of 5 and 8 rows
+    for `params` (sharded or not)."""
+    from helpers_tokenizer import chatml_tokenizer
+
+    from headjax.eval import generate_text
+    from headjax.heads import activation_pattern
+
+    pattern = activation_pattern(params, config, [probe_batch(5, 3), probe_batch(8, 0)],
+                                 progress=False)
+    return {"texts": generate_text(params, config, chatml_tokenizer(), PROMPTS[:3],
+                                   max_new_tokens=6, stop_token_ids=()),
+            "per_sample": pattern.per_sample.tolist(), "mean": pattern.mean.tolist()}
+
+
+def multiprocess(out: str, port: str, process_id: str, num_processes: str) -> None:
+    import jax
+
+    from headjax.model import init, tiny_config
+    from headjax.parallel import maybe_initialize
+
+    maybe_initialize("on", f"localhost:{port}", int(num_processes), int(process_id))
+    config = tiny_config()
+    sharded, _ = sharded_params(init(jax.random.key(0), config), config,
+                                {"data": -1, "fsdp": 1, "tensor": 1})
+    with open(out, "w") as f:
+        json.dump(multiprocess_results(sharded, config), f)
+
+
+def mesh(out: str) -> None:
     import jax
 
     assert jax.device_count() == 8, jax.devices()
@@ -200,4 +234,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    {"mesh": mesh, "multiprocess": multiprocess}[sys.argv[1]](*sys.argv[2:])

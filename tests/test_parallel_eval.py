@@ -4,6 +4,8 @@ one device, batches the mesh does not divide padded, and the compiled programs (
 run's) taking their batch sharded over data x fsdp; the answer-positions loss (its gather and
 scatter kept on each row's devices) on a mesh equal to one device.
 
+Also two `jax.distributed` processes (mesh data=2), each holding half of every batch.
+
 Bad inputs tried: none (every batch size is padded, never refused).
 """
 
@@ -19,7 +21,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from headjax.parallel import DEFAULT_RULES, batch_multiple, pad_rows, padded_rows
-from tests.test_parallel import worker_env
+from tests.test_parallel import _free_port, worker_env
 
 WORKER = Path(__file__).with_name("eval_worker.py")
 MESHES = ("data2_fsdp2_tensor2", "fsdp8")
@@ -29,7 +31,7 @@ SHARDED = {"data2_fsdp2_tensor2": "P(('data', 'fsdp'), None)", "fsdp8": "P('fsdp
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "results.json"
-    subprocess.run([sys.executable, str(WORKER), str(out)], check=True, timeout=400,
+    subprocess.run([sys.executable, str(WORKER), "mesh", str(out)], check=True, timeout=400,
                    env=worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
     return json.loads(out.read_text())
 
@@ -92,3 +94,33 @@ def test_answer_position_loss_moves_only_gradients_when_data_parallel(results):
     collectives = results["answer_position_collectives"]
     assert collectives["all-gather"] == collectives["all-to-all"] == 0, collectives
     assert collectives["all-reduce"] > 0, collectives
+
+
+def test_two_processes_evaluate_and_probe_like_one(tmp_path):
+    """Two `jax.distributed` CPU processes, mesh data=2: each process holds half the rows (a
+    probe batch of 5 padded to 6), results gathered from both equal one device's."""
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import eval_worker
+    finally:
+        sys.path.pop(0)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "multiprocess",
+                               str(tmp_path / f"p{i}.json"), port, str(i), "2"],
+                              env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(2)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out.decode()[-3000:]
+    import jax
+
+    from headjax.model import init, tiny_config
+
+    config = tiny_config()
+    reference = eval_worker.multiprocess_results(init(jax.random.key(0), config), config)
+    assert len(reference["per_sample"]) == 4 + 7  # the padding row of each batch left out
+    for i in range(2):
+        got = json.loads((tmp_path / f"p{i}.json").read_text())
+        assert got["texts"] == reference["texts"]
+        np.testing.assert_allclose(got["per_sample"], reference["per_sample"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got["mean"], reference["mean"], atol=1e-5, rtol=0)
