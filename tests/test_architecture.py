@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "headjax"
 LIBRARY = {"model": {"parallel"}, "parallel": set(), "io": {"model"}, "data": {"model"},
-           "heads": {"model"}, "eval": {"model", "data"},
+           "heads": {"model", "parallel"}, "eval": {"model", "data", "parallel"},
            "train": {"model", "parallel", "data", "heads", "lora"}}
 APPLICATION = {"app"}
 LAYERS = set(LIBRARY) | APPLICATION | {"lora", "headjax"}

@@ -3,7 +3,9 @@
 `plan` lowers and compiles, for the mesh a run config asks for (on simulated CPU devices or a
 TPU topology's compile-only devices), the exact train step, the head-pattern step (one probe
 batch) and the evaluation's generation (one batch of `data.max_len`-token prompts), from
-`jax.ShapeDtypeStruct`s carrying the run's shardings (no weight is read), and reads per device:
+`jax.ShapeDtypeStruct`s carrying the run's shardings (no weight is read; the probe and prompt
+batches padded and sharded over the batch axes as `headjax.parallel.shard_rows` does), and reads
+per device:
   parameter and optimizer-state bytes  each array's shard shape x its itemsize,
   temporary bytes                      `compiled.memory_analysis().temp_size_in_bytes`,
   collectives                          all-reduce / reduce-scatter / all-gather / all-to-all /
@@ -27,10 +29,17 @@ import ml_collections
 from jax.sharding import NamedSharding
 
 from headjax.eval.generate import generate
-from headjax.heads.scores import per_sample_head_scores, sample_weights
+from headjax.heads.patterns import batch_scores_program
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import param_axes, param_shapes
-from headjax.parallel import batch_spec, replicated, replicated_params
+from headjax.parallel import (
+    batch_multiple,
+    batch_spec,
+    frozen_rules,
+    padded_rows,
+    replicated,
+    replicated_params,
+)
 from headjax.parallel.hardware import CHIPS, GIB
 from headjax.train.step import jit_train_step
 from headjax.train.trainer import (
@@ -47,7 +56,8 @@ MFU = 0.4
 
 @dataclasses.dataclass(frozen=True)
 class ProgramPlan:
-    """One compiled program, bytes per device."""
+    """One compiled program, bytes per device; `batch_sharding`: the PartitionSpec its batch
+    argument (the second) was compiled for."""
 
     name: str
     argument_bytes: int
@@ -55,6 +65,7 @@ class ProgramPlan:
     alias_bytes: int
     temp_bytes: int
     collectives: dict[str, int]
+    batch_sharding: str = ""
 
     @property
     def peak_bytes(self) -> int:
@@ -129,9 +140,18 @@ def abstract_batch(rows: int, seq: int, sharding: NamedSharding) -> dict:
 
 def _program(name: str, compiled) -> ProgramPlan:
     memory = compiled.memory_analysis()
+    batch = jax.tree.leaves(compiled.input_shardings[0][1])[0]
     return ProgramPlan(name, int(memory.argument_size_in_bytes),
                        int(memory.output_size_in_bytes), int(memory.alias_size_in_bytes),
-                       int(memory.temp_size_in_bytes), count_collectives(compiled.as_text()))
+                       int(memory.temp_size_in_bytes), count_collectives(compiled.as_text()),
+                       str(batch.spec))
+
+
+def _internal_batch(rows: int, seq: int, rules, mesh) -> tuple[int, NamedSharding]:
+    """(rows padded as `headjax.parallel.shard_rows` pads them, their sharding) of an internal
+    `[rows, seq]` batch (probe batch, evaluation prompts)."""
+    rows = padded_rows(rows, batch_multiple(rules, mesh))
+    return rows, NamedSharding(mesh, batch_spec((rows, seq), rules, mesh))
 
 
 def _step_flops(config: ml_collections.ConfigDict, model_config: ModelConfig, setup_args: dict,
@@ -181,22 +201,22 @@ def plan(config: ml_collections.ConfigDict, model_config: ModelConfig, *,
     model_config = model_config_for_training(model_config, config)
     setup, state, state_sh, batch, train = _compile_train(config, model_config, devices)
     mesh, seq = setup.mesh, config.data.max_len
-    probe = abstract_batch(config.heads.batch_size, seq, replicated(mesh))
+    probe_rows, probe_sharding = _internal_batch(config.heads.batch_size, seq, setup.rules, mesh)
+    probe = abstract_batch(probe_rows, seq, probe_sharding)
+    eval_rows, eval_sharding = _internal_batch(config.eval.batch_size, seq, setup.rules, mesh)
 
-    def pattern_step(p, b):
-        scores = per_sample_head_scores(p, b, model_config, loss_kind=config.heads.loss_kind)
-        return scores, sample_weights(b)
+    pattern_step = batch_scores_program(model_config, config.heads.loss_kind, mesh,
+                                        frozen_rules(setup.rules))
 
     def evaluate(p, prompts, mask):
         return generate(p, eval_config, prompts, mask,
                         max_new_tokens=config.eval.max_new_tokens).tokens
 
-    prompts = jax.ShapeDtypeStruct((config.eval.batch_size, seq), jnp.int32,
-                                   sharding=replicated(mesh))
-    mask = jax.ShapeDtypeStruct(prompts.shape, jnp.bool_, sharding=replicated(mesh))
+    prompts = jax.ShapeDtypeStruct((eval_rows, seq), jnp.int32, sharding=eval_sharding)
+    mask = jax.ShapeDtypeStruct(prompts.shape, jnp.bool_, sharding=eval_sharding)
     programs = (train,
                 _program("head-pattern step",
-                         jax.jit(pattern_step).lower(state.params, probe).compile()),
+                         pattern_step.lower(state.params, probe).compile()),
                 _program("eval generation",
                          jax.jit(evaluate).lower(state.params, prompts, mask).compile()))
     tokens = config.train.batch_size * seq

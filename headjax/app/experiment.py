@@ -111,7 +111,8 @@ def accuracy_hook(config: ml_collections.ConfigDict, model_config, tokenizer
         results = [evaluate_accuracy(params, model_config, tokenizer, task,
                                      num_samples=config.eval.samples,
                                      max_new_tokens=config.eval.max_new_tokens,
-                                     batch_size=config.eval.batch_size, seed=config.data.seed)
+                                     batch_size=config.eval.batch_size, seed=config.data.seed,
+                                     rules=config.mesh.rules)
                    for task in tasks]
         if jax.process_index() == 0:
             write_completions(Path(config.run_dir) / "eval" / f"step_{step:06d}.jsonl", results)

@@ -92,7 +92,7 @@ def _pattern_of(params, model_config: ModelConfig, examples: Sequence[Example], 
     batches = example_batches(examples, tokenizer, batch_size=config.heads.batch_size,
                               max_len=config.data.max_len, name=name)
     return activation_pattern(params, model_config, batches, loss_kind=config.heads.loss_kind,
-                              progress=False).mean
+                              progress=False, rules=config.mesh.rules).mean
 
 
 def guide_patterns(config: ml_collections.ConfigDict, params, model_config: ModelConfig,

@@ -74,7 +74,7 @@ def _patterns(params, model_config: ModelConfig, examples: Sequence[Example], to
     batches = example_batches(examples, tokenizer, batch_size=config.heads.batch_size,
                               max_len=config.data.max_len, name=name)
     return activation_pattern(params, model_config, batches, loss_kind=config.heads.loss_kind,
-                              progress=False)
+                              progress=False, rules=config.mesh.rules)
 
 
 def pool_scores(config: ml_collections.ConfigDict, params, model_config: ModelConfig, tokenizer,

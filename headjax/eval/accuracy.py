@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 from headjax.data import Example, Task, chat_prompt, get_task
+from headjax.parallel import DEFAULT_RULES
+from headjax.parallel.rules import Rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +46,15 @@ GenerateFn = Callable[..., Sequence[str]]
 def evaluate_accuracy(params, config, tokenizer, task: str | Task,
                       examples: Sequence[Example] | None = None, *, max_new_tokens: int,
                       batch_size: int, num_samples: int | None = None, seed: int = 0,
-                      split: str = "test", generate_fn: GenerateFn | None = None
-                      ) -> AccuracyResult:
+                      split: str = "test", generate_fn: GenerateFn | None = None,
+                      rules: Rules = DEFAULT_RULES) -> AccuracyResult:
     """Accuracy of the model on `examples`, or on `num_samples` examples of `task`'s `split`.
 
     Each prompt is the chat template's user turn plus generation prompt; `generate_fn(params,
     config, tokenizer, prompts, max_new_tokens=...)` -> completions (default
-    `headjax.eval.generate.generate_text`, greedy) runs `batch_size` prompts at a time, and the
-    task scores each completion after extracting its final answer.
+    `headjax.eval.generate.generate_text`, greedy, its rows sharded over the params' mesh by
+    `rules`) runs `batch_size` prompts at a time, and the task scores each completion after
+    extracting its final answer.
     """
     task = get_task(task) if isinstance(task, str) else task
     if examples is None:
@@ -62,7 +66,9 @@ def evaluate_accuracy(params, config, tokenizer, task: str | Task,
     if batch_size <= 0:
         raise ValueError(f"evaluate_accuracy: batch_size must be positive, got {batch_size}")
     if generate_fn is None:
-        from headjax.eval.generate import generate_text as generate_fn
+        from headjax.eval.generate import generate_text
+
+        generate_fn = functools.partial(generate_text, rules=rules)
     completions: list[str] = []
     for start in range(0, len(examples), batch_size):
         prompts = [chat_prompt(e, tokenizer) for e in examples[start:start + batch_size]]

@@ -29,6 +29,8 @@ from headjax.model import block
 from headjax.model.block import Gates
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, cast_params, embed_tokens, unembed
+from headjax.parallel import DEFAULT_RULES, gather_rows, params_mesh, shard_rows
+from headjax.parallel.rules import Rules
 
 
 class KVCache(NamedTuple):
@@ -216,17 +218,29 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int
 
 def generate_text(params: Params, config: ModelConfig, tokenizer, prompts: Sequence[str], *,
                   max_new_tokens: int, temperature: float = 0.0, rng: jax.Array | None = None,
-                  stop_token_ids: Sequence[int] | None = None,
-                  gates: Gates | None = None) -> list[str]:
+                  stop_token_ids: Sequence[int] | None = None, gates: Gates | None = None,
+                  rules: Rules = DEFAULT_RULES) -> list[str]:
     """Completions of `prompts` (already chat-templated by the caller), decoded without the
-    stop token. Stops at `tokenizer.stop_token_ids` unless `stop_token_ids` is given."""
+    stop token. Stops at `tokenizer.stop_token_ids` unless `stop_token_ids` is given.
+
+    When `params` are sharded over a mesh, the prompts (and per-row `gates`) are sharded over its
+    `batch` rule axes of `rules` (`headjax.parallel.shard_rows`, padded with copies of the last
+    prompt whose completions are dropped), so each device generates its rows only.
+    """
     stops = tuple(tokenizer.stop_token_ids if stop_token_ids is None else stop_token_ids)
     tokens, mask = left_pad([tokenizer.encode(p) for p in prompts], tokenizer.pad_token_id)
-    out = generate(params, config, tokens, mask, max_new_tokens=max_new_tokens,
+    batch = {"tokens": tokens, "mask": mask}
+    if gates is not None and np.ndim(gates) == 3:
+        batch["gates"] = np.asarray(gates)
+    mesh = params_mesh(params)
+    if mesh is not None:
+        batch = shard_rows(batch, mesh, rules)
+    out = generate(params, config, batch["tokens"], batch["mask"], max_new_tokens=max_new_tokens,
                    stop_token_ids=stops, temperature=temperature, rng=rng,
-                   pad_token_id=tokenizer.pad_token_id, gates=gates)
+                   pad_token_id=tokenizer.pad_token_id, gates=batch.get("gates", gates))
+    out = gather_rows(out, len(prompts))
     completions = []
-    for row, length in zip(np.asarray(out.tokens), np.asarray(out.lengths), strict=True):
+    for row, length in zip(out.tokens, out.lengths, strict=True):
         ids = row[:length].tolist()
         if ids and ids[-1] in stops:
             ids = ids[:-1]

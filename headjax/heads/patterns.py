@@ -18,12 +18,13 @@ N. Normalisations (named options, `NORMALIZATIONS`, applied to the mean pattern)
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
@@ -31,6 +32,15 @@ from headjax.heads.scores import per_sample_head_scores, sample_weights
 from headjax.model.config import ModelConfig
 from headjax.model.loss import model_inputs
 from headjax.model.transformer import Params
+from headjax.parallel import (
+    DEFAULT_RULES,
+    frozen_rules,
+    gather_rows,
+    params_mesh,
+    shard_rows,
+    with_activation_sharding,
+)
+from headjax.parallel.rules import Rules
 
 NORMALIZATIONS = ("none", "layer_l2", "minmax", "sum_to_one")
 _TINY = 1e-20
@@ -66,28 +76,47 @@ def normalize_pattern(pattern: Float[Array, "*batch layers heads"], normalizatio
     return pattern / (pattern.sum(axis=(-2, -1), keepdims=True) + _TINY)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "loss_kind"))
-def _batch_scores(params: Params, batch: dict, config: ModelConfig, loss_kind: str):
+def _batch_scores(params: Params, batch: dict, *, config: ModelConfig, loss_kind: str
+                  ) -> tuple[Float[Array, "batch layers heads"], Float[Array, " batch"]]:
     return (per_sample_head_scores(params, batch, config, loss_kind=loss_kind),
             sample_weights(batch))
 
 
+@functools.lru_cache(maxsize=32)
+def batch_scores_program(config: ModelConfig, loss_kind: str, mesh: Mesh | None = None,
+                         rules: tuple = ()) -> Callable:
+    """The jitted per-batch step of `activation_pattern`: (params, batch) -> (per-sample scores
+    `[batch, layers, heads]`, sample weights `[batch]`). With a `mesh`, traced with activations
+    pinned by `rules` (`frozen_rules`) as the train step is (`with_activation_sharding`)."""
+    fn = functools.partial(_batch_scores, config=config, loss_kind=loss_kind)
+    return jax.jit(fn if mesh is None else with_activation_sharding(fn, mesh, rules))
+
+
 def activation_pattern(params: Params, config: ModelConfig, batches: Iterable[dict], *,
                        loss_kind: str = "sample_mean", normalization: str = "none",
-                       progress: bool = True, total: int | None = None) -> PatternResult:
+                       progress: bool = True, total: int | None = None,
+                       rules: Rules = DEFAULT_RULES) -> PatternResult:
     """Stream `batches` (batch convention of `headjax.model.loss`), one backward pass per batch.
 
     Only each batch's `model_inputs` are passed to the model (a batch may carry other fields,
-    e.g. task names). Params may be sharded: the per-batch function is jitted and
-    follows their shardings. `total` sizes the progress bar when `batches` has no length.
+    e.g. task names). Params may be sharded: the per-batch function (`batch_scores_program`) is
+    jitted and follows their shardings, each batch's rows are sharded over the mesh's `batch`
+    rule axes of `rules` (`headjax.parallel.shard_rows`: padded with copies of the last row
+    without answer tokens, left out of the pattern) and activations pinned by `rules`. `total`
+    sizes the progress bar when `batches` has no length.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization: {normalization!r} not in {NORMALIZATIONS}")
+    mesh = params_mesh(params)
+    step = batch_scores_program(config, loss_kind, mesh, frozen_rules(rules))
     kept = []
     for batch in tqdm(batches, total=total, disable=not progress, desc="activation pattern"):
-        arrays = jax.tree.map(jnp.asarray, model_inputs(batch))
-        scores, weights = _batch_scores(params, arrays, config, loss_kind)
-        kept.append(np.asarray(scores)[np.asarray(weights) > 0])
+        arrays = model_inputs(batch)
+        rows = len(arrays["tokens"])
+        arrays = (jax.tree.map(jnp.asarray, arrays) if mesh is None
+                  else shard_rows(arrays, mesh, rules, zero=("loss_mask",)))
+        scores, weights = gather_rows(step(params, arrays), rows)
+        kept.append(scores[weights > 0])
     if not kept or sum(len(s) for s in kept) == 0:
         raise ValueError("batches: no sample with answer tokens (loss_mask is empty everywhere)")
     per_sample = np.concatenate(kept).astype(np.float32)

@@ -29,6 +29,7 @@ from jaxtyping import Array, Float, Int
 
 from headjax.model.config import ModelConfig
 from headjax.model.transformer import Params, cast_params, forward, unembed
+from headjax.parallel import constrain
 
 
 class Batch(TypedDict):
@@ -101,15 +102,20 @@ def answer_token_losses(params: Params, hidden: Float[Array, "batch seq d_model"
     A batch with a row of more than `cap` answer tokens takes the full projection instead
     (`lax.cond`: only the branch taken runs), so the result is exact for every batch; `cap` only
     decides which batches are cheap. Cost: `batch * cap` positions instead of `batch * seq`.
+    On a mesh every row's gather and scatter stay on the devices holding the row: the gathered
+    states are pinned `("batch", "seq", "embed")` and the losses scattered back row by row, so
+    the partitioner neither all-gathers the scatter's indices and logits' cotangents nor moves
+    the states to an `embed`-sharded layout (all-to-all).
     """
     def selected():
         targets = first_answer_targets(mask, cap)  # answer token t is predicted from position t - 1
         h = jnp.take_along_axis(hidden, jnp.maximum(targets - 1, 0)[..., None], axis=1)
+        h = constrain(h, ("batch", "seq", "embed"))
         ce = vocab_cross_entropy(params, h, jnp.take_along_axis(tokens, targets, axis=1),
                                  config, chunk)
         weights = jnp.take_along_axis(mask, targets, axis=1)
-        rows = jnp.arange(mask.shape[0])[:, None]
-        return jnp.zeros_like(mask).at[rows, targets].add(ce * weights)
+        return jax.vmap(lambda row, t, v: row.at[t].add(v))(jnp.zeros_like(mask), targets,
+                                                            ce * weights)
 
     fits = jnp.all((mask > 0).sum(axis=1) <= cap)
     return jax.lax.cond(fits, selected, lambda: every_position_losses(params, hidden, tokens,

@@ -44,6 +44,11 @@ def _as_axes(target: Any) -> tuple[str, ...]:
     return tuple(target)
 
 
+def frozen_rules(rules: Rules) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`rules` as nested tuples, each target as its tuple of mesh axes (hashable: a cache key)."""
+    return tuple((name, _as_axes(target)) for name, target in rules)
+
+
 def rules_dict(rules: Rules, mesh: Mesh) -> dict[str, tuple[str, ...]]:
     """`rules` as {logical name: tuple of mesh axes}, checking every axis exists in `mesh`."""
     table = {}
@@ -174,6 +179,15 @@ def batch_spec(shape: Sequence[int], rules: Rules, mesh: Mesh) -> PartitionSpec:
         raise ValueError(f"a global batch of {shape[0]} rows cannot be split evenly: {misses[0]} "
                          f"(use a multiple of it)")
     return spec
+
+
+def batch_multiple(rules: Rules, mesh: Mesh) -> int:
+    """Rows a batch must be a multiple of to shard by the `batch` rule on `mesh`: the product of
+    the rule's mesh axes' sizes (data x fsdp by default)."""
+    table = rules_dict(rules, mesh)
+    if "batch" not in table:
+        raise ValueError("mesh.rules: no rule for logical axis 'batch'")
+    return math.prod(mesh.shape[axis] for axis in table["batch"])
 
 
 def batch_shardings(batch: Mapping[str, Any], rules: Rules, mesh: Mesh) -> dict:

@@ -85,7 +85,8 @@ def run_loop(config: ml_collections.ConfigDict, model_config: ModelConfig, state
         path = pattern_path(run_dir, step)
         if hooks.probes and _due(step, config.heads.every, total) and not path.exists():
             record_patterns(params, hooks.probes, model_config, path,
-                            loss_kind=config.heads.loss_kind, write=first_process)
+                            loss_kind=config.heads.loss_kind, write=first_process,
+                            rules=config.mesh.rules)
 
     if start == 0:
         measure(0, model_params(state.params))

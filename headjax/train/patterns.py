@@ -25,6 +25,8 @@ import numpy as np
 
 from headjax.heads.patterns import activation_pattern
 from headjax.model.config import ModelConfig
+from headjax.parallel import DEFAULT_RULES
+from headjax.parallel.rules import Rules
 
 PER_SAMPLE = "per_sample/"
 _LEGACY_SUFFIX = ".per_sample"
@@ -113,13 +115,15 @@ def load_run_patterns(run_dir: str | Path) -> tuple[list[int], dict[str, np.ndar
 
 
 def record_patterns(params, probes: Mapping[str, Sequence[dict]], config: ModelConfig,
-                    path: Path, *, loss_kind: str = "sample_mean", write: bool = True
-                    ) -> dict[str, np.ndarray]:
-    """Score every probe task (`headjax.heads.activation_pattern`) and save its AP and per-sample
-    scores to the step file `path` (module docstring). Returns the patterns {task: AP}."""
+                    path: Path, *, loss_kind: str = "sample_mean", write: bool = True,
+                    rules: Rules = DEFAULT_RULES) -> dict[str, np.ndarray]:
+    """Score every probe task (`headjax.heads.activation_pattern`, rows sharded over the params'
+    mesh by `rules`) and save its AP and per-sample scores to the step file `path` (module
+    docstring). Returns the patterns {task: AP}."""
     arrays, patterns = {}, {}
     for task, batches in probes.items():
-        result = activation_pattern(params, config, batches, loss_kind=loss_kind, progress=False)
+        result = activation_pattern(params, config, batches, loss_kind=loss_kind, progress=False,
+                                    rules=rules)
         patterns[task] = arrays[task] = result.mean
         arrays[per_sample_key(task)] = result.per_sample
     if write:
