@@ -38,7 +38,7 @@ def _config(model_dir, out):
     b.heads.batch_size = 4
     c.findings.update(target="r_target", basic=("r_sum", "r_max"), unrelated=("r_min",),
                       train_samples=8, steps=2, probe_samples=4, probe_every=1, k=2,
-                      null_draws=20)
+                      null_draws=20, ablation_samples=2)
     c.grid.update(budgets=(4,), epochs=2, seeds=(0, 1), preliminary_samples=8, warm_steps=1,
                   head_fraction=0.25, eval_samples=4,
                   methods=("plain", "heads_pattern", "heads_random", "warm_pattern",
@@ -83,6 +83,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     text = doc.read_text()
     assert "[reproduction_power.md](reproduction_power.md)" in text
     assert text.count("1 seed: no interval over seeds") == 5  # one per headline measure
+    assert "mean loss increase in nats on 2 probe samples of the task" in text  # of 4 probes
     assert text.count(f"**Verdict on `{config.base.model.pretrained}`: undecided at this "
                       "power**") == 3
     for heading in ("## Finding 1", "## Finding 2", "## Finding 3",
@@ -118,6 +119,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"grid.methods": ("plain", "magic")}, r"grid.methods: unknown \['magic'\]"),
     ({"findings.unrelated": ("r_sum",)}, "must be distinct"),
+    ({"findings.ablation_samples": -1}, "findings.ablation_samples"),
 ])
 def test_bad_reproduce_configs_are_named(model_dir, tmp_path, change, message):
     config = _config(model_dir, tmp_path)

@@ -45,6 +45,10 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.findings.probe_every = 8
     c.findings.k = 10  # heads in a task's top-k set
     c.findings.null_draws = 500
+    # Finding 1's ablation check: probes scored per ablated head set (the first N of each
+    # task's probe samples; 0 = all `probe_samples`). 11 head sets per task make it the
+    # measures stage's largest cost.
+    c.findings.ablation_samples = 0
     # SFT seeds per task (data order and train seed, `seeded`; the probes stay fixed): the
     # findings' headline measures get intervals over seeds and a verdict (`reproduce.seeds`).
     # Seed 0 (required) is the findings stage's single run of before (`findings/<task>.npz`),
@@ -109,7 +113,8 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
                          "integers including 0 (the runs of the detailed measures)")
     if len({f.target, *f.basic, *f.unrelated}) != 1 + len(f.basic) + len(f.unrelated):
         raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
-    check_ranges(config, choices={"grid.select_similarity": SIMILARITIES}, non_negative=(),
+    check_ranges(config, choices={"grid.select_similarity": SIMILARITIES},
+                 non_negative=("findings.ablation_samples",),
                  positive=("findings.train_samples", "findings.steps", "findings.probe_samples",
                            "findings.k", "findings.null_draws", "grid.epochs",
                            "grid.preliminary_samples", "grid.warm_steps", "grid.eval_samples",

@@ -109,6 +109,13 @@ def task_specificity(config, findings: dict) -> dict:
     return {"tasks": per_task, "pairs": pairs, "summary": summary}
 
 
+def ablation_samples(config) -> int:
+    """Probe samples per task the ablation check scores (drawn like the probes, data seed
+    `base.data.seed`): `findings.ablation_samples`, at most `findings.probe_samples` (0: all)."""
+    f = config.findings
+    return min(f.ablation_samples or f.probe_samples, f.probe_samples)
+
+
 def _ablation(config, findings, base_params, model_config, tokenizer) -> dict:
     """Per task: mean loss increase (nats) on its probes at the base model when ablating its own
     top-k heads, each other task's top-k (mean over tasks) and k random heads (mean of 5)."""
@@ -120,7 +127,7 @@ def _ablation(config, findings, base_params, model_config, tokenizer) -> dict:
     for t in tasks:
         sets = {"own": tops[t], **{f"other:{u}": tops[u] for u in tasks if u != t},
                 **{f"random:{i}": r for i, r in enumerate(randoms)}}
-        batches = probe_batches(t, tokenizer, num_samples=config.findings.probe_samples,
+        batches = probe_batches(t, tokenizer, num_samples=ablation_samples(config),
                                 batch_size=config.base.heads.batch_size,
                                 max_len=config.base.data.max_len, seed=config.base.data.seed)
         effects = ablation_effects(base_params, model_config, batches, sets)

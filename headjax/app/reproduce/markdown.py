@@ -8,6 +8,7 @@ import operator
 
 import numpy as np
 
+from headjax.app.reproduce.findings import ablation_samples
 from headjax.app.reproduce.grid import BASE_KEY
 from headjax.app.reproduce.seeds import HEADLINES, finding_verdict, over_seeds
 from headjax.app.reproduce.statistics import mean_ci, paired, trainable, verdict
@@ -83,7 +84,8 @@ def finding1_md(config, m) -> list[str]:
         lines.append(f"| {pair} | {r['jaccard_top_k']:.3f} | {r['jaccard_random_mean']:.3f} | "
                      f"{r['jaccard_shuffled_mean']:.3f} | {r['p_jaccard_below_shuffled']:.3f} | "
                      f"{r['spearman']:.3f} |")
-    lines += ["", "Ablation at the base model (mean loss increase in nats on the task's probes):",
+    lines += ["", "Ablation at the base model (mean loss increase in nats on "
+              f"{ablation_samples(config)} probe samples of the task):",
               "", "| task | own top-k | other tasks' top-k (mean) | k random (mean of 5) |",
               "|---|---|---|---|"]
     for t, r in m["ablation"].items():
