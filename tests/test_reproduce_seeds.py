@@ -148,6 +148,7 @@ def test_measures_are_recomputed_for_other_seeds(seeded_study):
                           .read_text())
     assert sorted(measures["seeds"]) == ["0", "1"]
     assert "Over SFT seeds 0, 1 (" in text
+    assert "Not run yet: the grid stage has no results" in text  # findings only: said so
     config.findings.seeds = (0, 7)  # never run: named, and measures.json is left as it was
     with pytest.raises(FileNotFoundError, match=r"s7/r_target.npz: no findings run of seed 7"):
         reproduce(config, ("report",))

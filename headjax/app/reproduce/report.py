@@ -105,6 +105,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
               + seeds_md(config, measures, "finding3"))
     if BASE_KEY in results:
         lines += improvement_md(config, results, by_cell)
+    else:
+        lines += ["## Improvements against their baselines", "",
+                  f"Not run yet: the grid stage has no results in `{config.out_dir}` "
+                  "(`--stages grid,report` runs it and rewrites this page).", ""]
     if config.notes:
         notes = Path(config.notes)
         if not notes.is_file():
