@@ -91,9 +91,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"steps, head fraction {g.head_fraction}; evaluation on {g.eval_samples} test examples"
         f" (greedy, {b.eval.max_new_tokens} new tokens).",
         f"- Wall time, by the machine each run ran on: findings training "
-        f"{wall_by_machine(_findings_runs(config))}; the {len(runs)} grid runs {grid_wall} "
-        "(warm starts shared across budgets count in the first run that trained them; "
-        "evaluation included).", ""]
+        f"{wall_by_machine(_findings_runs(config))}; "
+        + (f"the {len(runs)} grid runs {grid_wall} (warm starts shared across budgets count in "
+           "the first run that trained them; evaluation included)." if runs
+           else "the grid has not run."), ""]
     power_doc = power_doc_path(config)
     if power_doc.exists():
         lines[-1:-1] = [f"- Target choice and power analysis: [{power_doc.name}]"
