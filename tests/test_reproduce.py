@@ -120,6 +120,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     ({"grid.methods": ("plain", "magic")}, r"grid.methods: unknown \['magic'\]"),
     ({"findings.unrelated": ("r_sum",)}, "must be distinct"),
     ({"findings.ablation_samples": -1}, "findings.ablation_samples"),
+    ({"findings.normalization": "layer_l2"}, "findings.normalization"),
 ])
 def test_bad_reproduce_configs_are_named(model_dir, tmp_path, change, message):
     config = _config(model_dir, tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from headjax.app.reproduce.report import wall_by_machine
 from headjax.app.reproduce.runner import reproduce
 from headjax.app.reproduce.seeds import over_seeds
 from headjax.app.reproduce.verdicts import FAILS, HOLDS, UNDECIDED, verdict
+from headjax.train.patterns import per_sample_key
 
 SEEDS = (0, 1, 2)
 T_975_2 = 4.302652729911275  # the 97.5% point of Student's t with 2 degrees of freedom
@@ -205,3 +207,27 @@ def test_wall_time_is_reported_per_machine_in_order_of_first_run():
     runs = [(600.0, "2 CPU cores"), (120.0, "1 x NVIDIA H100 80GB HBM3"), (1800.0, "2 CPU cores")]
     assert wall_by_machine(runs) == "40 min on 2 CPU cores + 2 min on 1 x NVIDIA H100 80GB HBM3"
     assert wall_by_machine([]) == "0 min"
+
+
+def test_sum_to_one_findings_keep_per_sample_means_equal_to_the_pattern(seeded_study, tmp_path):
+    config, _, _ = seeded_study
+    raw = load_findings(config, 1)
+    config = config.copy_and_resolve_references()
+    config.findings.normalization = "sum_to_one"
+    scaled = load_findings(config, 1)
+    for task, arrays in scaled.items():
+        for u in (task, config.findings.target):
+            np.testing.assert_allclose(arrays[u].sum(axis=(1, 2)), 1.0, rtol=1e-5)
+            for moment, step in (("base", 0), ("final", -1)):
+                per_sample = arrays[per_sample_key(u, moment)]
+                np.testing.assert_allclose(per_sample.mean(axis=0), arrays[u][step], rtol=1e-5)
+                total = raw[task][u][step].sum()
+                np.testing.assert_allclose(per_sample * total,
+                                           raw[task][per_sample_key(u, moment)], rtol=1e-5)
+        np.testing.assert_array_equal(arrays["head_change"], raw[task]["head_change"])
+    # the measures and report on them, beside the raw study (a copy of its runs)
+    shutil.copytree(config.out_dir, tmp_path / "runs")
+    config.out_dir, config.doc = str(tmp_path / "runs"), str(tmp_path / "normalized.md")
+    text = reproduce(config, ("measures", "report")).read_text()
+    assert "`findings.normalization = sum_to_one`" in text
+    assert text.count("**Verdict on") == 3

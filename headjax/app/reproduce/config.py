@@ -19,6 +19,9 @@ METHODS = ("plain", "heads_pattern", "heads_random", "warm_pattern", "warm_rando
            "lora_all", "lora_pattern", "lora_random")
 
 
+FINDINGS_NORMALIZATIONS = ("none", "sum_to_one")
+
+
 def default_reproduce_config() -> ml_collections.ConfigDict:
     """Every key a reproduction config may set, with its default; locked like
     `default_config()`."""
@@ -49,6 +52,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     # task's probe samples; 0 = all `probe_samples`). 11 head sets per task make it the
     # measures stage's largest cost.
     c.findings.ablation_samples = 0
+    # The patterns the measures read: "none" (the raw scores, as the paper) or "sum_to_one"
+    # (each checkpoint's pattern divided by its total, per-sample scores by the same total, so
+    # that dAP shows how SFT rearranges the pattern and not how much the scores shrink as the
+    # loss falls). The saved runs stay raw; only the measures and the report change.
+    c.findings.normalization = "none"
     # SFT seeds per task (data order and train seed, `seeded`; the probes stay fixed): the
     # findings' headline measures get intervals over seeds and a verdict (`reproduce.seeds`).
     # Seed 0 (required) is the findings stage's single run of before (`findings/<task>.npz`),
@@ -113,7 +121,8 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
                          "integers including 0 (the runs of the detailed measures)")
     if len({f.target, *f.basic, *f.unrelated}) != 1 + len(f.basic) + len(f.unrelated):
         raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
-    check_ranges(config, choices={"grid.select_similarity": SIMILARITIES},
+    check_ranges(config, choices={"grid.select_similarity": SIMILARITIES,
+                                  "findings.normalization": FINDINGS_NORMALIZATIONS},
                  non_negative=("findings.ablation_samples",),
                  positive=("findings.train_samples", "findings.steps", "findings.probe_samples",
                            "findings.k", "findings.null_draws", "grid.epochs",

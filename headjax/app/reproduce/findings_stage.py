@@ -150,4 +150,22 @@ def load_findings(config: ml_collections.ConfigDict,
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no findings run of seed {seed} (config."
                                 "findings.seeds); run the findings stage (--stages findings)")
-    return {task: load_arrays(path) for task, path in paths.items()}
+    loaded = {task: load_arrays(path) for task, path in paths.items()}
+    if config.findings.normalization == "sum_to_one":
+        loaded = {task: sum_to_one(arrays) for task, arrays in loaded.items()}
+    return loaded
+
+
+def sum_to_one(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One run's arrays with each probe task's pattern `[steps, layers, heads]` divided, step by
+    step, by its total, and its per-sample scores at the first and last step
+    (`per_sample/<u>@base`, `@final`) by the same totals (so their mean is still the pattern);
+    other arrays unchanged."""
+    out = dict(arrays)
+    tasks = [k for k in arrays if per_sample_key(k, "base") in arrays]
+    for u in tasks:
+        totals = arrays[u].sum(axis=(-2, -1))  # [steps]
+        out[u] = arrays[u] / totals[:, None, None]
+        out[per_sample_key(u, "base")] = arrays[per_sample_key(u, "base")] / totals[0]
+        out[per_sample_key(u, "final")] = arrays[per_sample_key(u, "final")] / totals[-1]
+    return out

@@ -84,7 +84,10 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"{tuple(f.seeds)} (data order and train seed), {f.steps} steps x batch "
         f"{b.train.batch_size} over {f.train_samples} training examples, "
         f"lr {b.train.lr} ({b.train.schedule}); activation patterns on {f.probe_samples}"
-        f" fixed test probes per task every {f.probe_every} steps.",
+        f" fixed test probes per task every {f.probe_every} steps, "
+        + ("raw scores (as the paper)." if f.normalization == "none" else
+           "each checkpoint's pattern divided by its total (`findings.normalization = "
+           f"{f.normalization}`), so dAP is a rearrangement, not the scores' overall shrinking."),
         f"- Grid: target {f.target}, budgets {tuple(g.budgets)} training samples, "
         f"{g.epochs} epochs each, methods {', '.join(g.methods)}, seeds {tuple(g.seeds)}; "
         f"preliminary set {g.preliminary_samples} basic examples, warm start {g.warm_steps} "
