@@ -114,21 +114,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
-    """Two `jax.distributed` CPU processes (gloo collectives), mesh data=2, equal one device."""
-    sys.path.insert(0, str(WORKER.parent))
+def run_processes(worker: Path, outputs: list[Path], timeout: float):
+    """Run `worker multiprocess <output> <port> <index> <count>` as `len(outputs)` jax.distributed
+    CPU processes on one free port, assert each exits 0, and return the worker's module (imported
+    from its file, for the one-device reference)."""
+    sys.path.insert(0, str(worker.parent))
     try:
-        import train_worker
+        module = __import__(worker.stem)
     finally:
         sys.path.pop(0)
     port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(WORKER), "multiprocess",
-                               str(tmp_path / f"p{i}.npz"), port, str(i), "2"],
+    procs = [subprocess.Popen([sys.executable, str(worker), "multiprocess", str(out), port,
+                               str(i), str(len(outputs))],
                               env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for i in range(2)]
+             for i, out in enumerate(outputs)]
     for proc in procs:
-        out, _ = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, out.decode()[-3000:]
+    return module
+
+
+def test_two_processes_match_one(tmp_path):
+    """Two `jax.distributed` CPU processes (gloo collectives), mesh data=2, equal one device."""
+    train_worker = run_processes(WORKER, [tmp_path / f"p{i}.npz" for i in range(2)], timeout=240)
     reference = jax.tree.leaves(train_worker.run_steps(None))
     for i in range(2):
         got = np.load(tmp_path / f"p{i}.npz")

@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import AbstractMesh
 
 from headjax.parallel import DEFAULT_RULES, batch_multiple, pad_rows, padded_rows
-from tests.test_parallel import _free_port, worker_env
+from tests.test_parallel import run_processes, worker_env
 
 WORKER = Path(__file__).with_name("eval_worker.py")
 MESHES = ("data2_fsdp2_tensor2", "fsdp8")
@@ -99,19 +99,7 @@ def test_answer_position_loss_moves_only_gradients_when_data_parallel(results):
 def test_two_processes_evaluate_and_probe_like_one(tmp_path):
     """Two `jax.distributed` CPU processes, mesh data=2: each process holds half the rows (a
     probe batch of 5 padded to 6), results gathered from both equal one device's."""
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        import eval_worker
-    finally:
-        sys.path.pop(0)
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(WORKER), "multiprocess",
-                               str(tmp_path / f"p{i}.json"), port, str(i), "2"],
-                              env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for i in range(2)]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, out.decode()[-3000:]
+    eval_worker = run_processes(WORKER, [tmp_path / f"p{i}.json" for i in range(2)], timeout=300)
     import jax
 
     from headjax.model import init, tiny_config
