@@ -11,6 +11,7 @@ one-line warning naming the step and the reason, and the previous step is used.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -59,7 +60,12 @@ def failure_reason(err: BaseException, limit: int = 160) -> str:
 @contextlib.contextmanager
 def _storage_logs_held_back(names: tuple[str, ...] = ("absl", "orbax", "asyncio")):
     """Raise the storage library's loggers above ERROR for the duration (a failed restore is
-    reported once, by `restore_latest`)."""
+    reported once, by `restore_latest`).
+
+    A failed restore leaves the storage library's other read tasks holding exceptions nobody
+    retrieved; asyncio logs each when the task is collected, so they are collected here, while
+    its logger is still held back, rather than at some later moment.
+    """
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -67,6 +73,7 @@ def _storage_logs_held_back(names: tuple[str, ...] = ("absl", "orbax", "asyncio"
     try:
         yield
     finally:
+        gc.collect()
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
