@@ -27,6 +27,7 @@ from headjax.app.reproduce.findings_stage import findings_path, load_findings
 from headjax.app.reproduce.report import wall_by_machine
 from headjax.app.reproduce.runner import reproduce
 from headjax.app.reproduce.seeds import over_seeds
+from headjax.app.reproduce.statistics import mean_ci, seeds_for_half_width
 from headjax.app.reproduce.verdicts import FAILS, HOLDS, UNDECIDED, verdict
 from headjax.train.patterns import per_sample_key
 
@@ -139,6 +140,8 @@ def test_seed_measures_and_interval_match_a_hand_computation(seeded_study):
             in text)
     assert text.count(f"**Verdict on `{config.base.model.pretrained}`: ") == 3
     assert "1 seed: no interval over seeds" not in text
+    assert (f"{r2['half']:.3g}; {seeds_for_half_width(r2['std'], 0.05) or 'more than 1000'} "
+            "seeds would bring it to 0.05" in text)
 
 
 def test_measures_are_recomputed_for_other_seeds(seeded_study):
@@ -191,6 +194,27 @@ def test_verdicts_over_hand_made_seeds():
     assert low["r2"]["verdict"] == FAILS and low["jaccard"]["verdict"] == FAILS
     single = over_seeds({"0": seed(0.9, 0.05, 0.0)})
     assert math.isnan(single["r2"]["half"]) and single["r2"]["verdict"] == UNDECIDED
+    # SD 0.02 is within R^2's goal (0.05) at 3 seeds already: 4.303 * 0.02 / sqrt(3) = 0.0497
+    assert summary["r2"]["seeds_for_goal"] == 3 and summary["jaccard"]["seeds_for_goal"] is None
+    assert single["r2"]["seeds_for_goal"] is None
+
+
+@pytest.mark.parametrize(("std", "half", "expected"), [
+    # t(0.975, n-1) / sqrt(n) from the t table: n=6 2.571/2.449 = 1.050, n=7 2.447/2.646 = 0.925
+    (0.05, 0.05, 7),
+    # n=2: 12.706 / 1.414 = 8.98
+    (0.01, 0.0899, 2),
+    # 2 * 1.96 * 0.1 / 0.01 ~ 15.4; the t quantile adds a little: n=17 2.120/4.123 = 0.514,
+    # n=16 2.131/4 = 0.533
+    (0.1, 0.0515, 17),
+    (1.0, 1e-3, None),
+])
+def test_seeds_for_half_width_against_the_t_table(std, half, expected):
+    assert seeds_for_half_width(std, half) == expected
+    if expected is not None:  # the interval a sample with that SD gives (mean_ci) agrees
+        values = np.linspace(-1.0, 1.0, expected)
+        values = values / values.std(ddof=1) * std
+        assert mean_ci(values)[2] <= half + 1e-12
 
 
 @pytest.mark.parametrize("seeds", [(), (0, 0), (-1, 0), (1, 2)])

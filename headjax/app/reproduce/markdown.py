@@ -58,6 +58,15 @@ def seeds_md(config, measures, finding: str) -> list[str]:
                      f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
                      f"{r['null_mean']:.3g}, {r['null_point']:.3g} | "
                      f"{r['verdict'] if h.tested else 'reference only'} |")
+    for h in (h for h in HEADLINES if h.finding == finding and h.goal_half > 0):
+        r = summary[h.name]
+        if np.isfinite(r["std"]):
+            needed = (f"{r['seeds_for_goal']} seeds" if r["seeds_for_goal"] is not None
+                      else "more than 1000 seeds")
+            lines += ["", f"Power over seeds: the design aims at a half-width of "
+                      f"{h.goal_half:g} on the {h.label.split(' (')[0]}. At the SD over these "
+                      f"seeds ({r['std']:.3g}) the 95% t-interval's half-width is "
+                      f"{r['half']:.3g}; {needed} would bring it to {h.goal_half:g}."]
     result, h = finding_verdict(finding, summary)
     lines += ["", f"**Verdict on `{config.base.model.pretrained}`: {result}** (read from: "
               f"{h.label}; {len(seeds)} seed{'s' if len(seeds) > 1 else ''}; the paper's side: "

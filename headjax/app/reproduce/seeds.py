@@ -18,15 +18,16 @@ import numpy as np
 
 from headjax.app.reproduce.findings import finding2, finding3, task_specificity
 from headjax.app.reproduce.findings_stage import load_findings
-from headjax.app.reproduce.statistics import mean_ci
+from headjax.app.reproduce.statistics import mean_ci, seeds_for_half_width
 from headjax.app.reproduce.verdicts import verdict
 
 
 @dataclasses.dataclass(frozen=True)
 class Headline:
     """A finding's headline measure: `name` in `read_headlines`, its text, the null's text, the
-    paper's side of the null ("above"/"below"), and whether the finding's verdict is read from it
-    (the first tested measure of a finding decides its verdict line)."""
+    paper's side of the null ("above"/"below"), whether the finding's verdict is read from it
+    (the first tested measure of a finding decides its verdict line), and the half-width the
+    study's design aims its interval over seeds at (0: none)."""
 
     finding: str
     name: str
@@ -34,6 +35,7 @@ class Headline:
     null: str
     side: str
     tested: bool = True
+    goal_half: float = 0.0
 
 
 HEADLINES = (
@@ -43,7 +45,7 @@ HEADLINES = (
              "uniform share k / heads (a reference: top-k sets hold at least it)", "above",
              tested=False),
     Headline("finding2", "r2", "R^2 (OLS) of the target's dAP on the basic tasks' dAPs",
-             "head-shuffled fits", "above"),
+             "head-shuffled fits", "above", goal_half=0.05),
     Headline("finding2", "r2_held_out", "held-out R^2 (weights fitted on the other half of "
              "the probes)", "0 (no prediction)", "above"),
     Headline("finding3", "ratio", "relative pattern change / relative parameter change, mean "
@@ -88,17 +90,22 @@ def seed_headlines(config: ml_collections.ConfigDict, measures: dict) -> dict[st
 
 
 def over_seeds(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """{name: {"values" (seed order), "seeds", "mean", "half" (95% t half-width; NaN with one
-    seed), "null_mean", "null_point" (means over seeds), "verdict"}} for every headline."""
+    """{name: {"values" (seed order), "seeds", "mean", "std", "half" (95% t half-width; NaN with
+    one seed), "null_mean", "null_point" (means over seeds), "verdict", "seeds_for_goal" (seeds
+    that would bring the half-width to the headline's `goal_half` at this SD; None without a goal
+    or a spread)}} for every headline."""
     seeds = sorted(per_seed, key=int)
     out = {}
     for h in HEADLINES:
         rows = [per_seed[s][h.name] for s in seeds]
         values = [r["value"] for r in rows]
-        mean, _, half = mean_ci(values)
+        mean, std, half = mean_ci(values)
         null_point = float(np.mean([r["null_point"] for r in rows]))
+        needed = (seeds_for_half_width(std, h.goal_half)
+                  if h.goal_half > 0 and np.isfinite(std) else None)
         out[h.name] = {"values": values, "seeds": [int(s) for s in seeds], "mean": mean,
-                       "half": half, "null_mean": float(np.mean([r["null_mean"] for r in rows])),
+                       "std": std, "half": half, "seeds_for_goal": needed,
+                       "null_mean": float(np.mean([r["null_mean"] for r in rows])),
                        "null_point": null_point,
                        "verdict": verdict(mean, half, null_point, h.side)}
     return out

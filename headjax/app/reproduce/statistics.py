@@ -20,6 +20,15 @@ def mean_ci(values) -> tuple[float, float, float]:
     return float(v.mean()), std, float(stats.t.ppf(0.975, v.size - 1) * std / np.sqrt(v.size))
 
 
+def seeds_for_half_width(std: float, half: float, most: int = 1000) -> int | None:
+    """The fewest seeds n >= 2 whose 95% t-interval half-width t(0.975, n-1) * std / sqrt(n)
+    is at most `half`, for a measure whose SD over seeds is `std`; None beyond `most`."""
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) <= half:
+            return n
+    return None
+
+
 def trainable(rows) -> int:
     """Mean trainable parameters over seeds (pattern-chosen heads differ by seed under GQA)."""
     return round(float(np.mean([r["trainable_parameters"] for r in rows])))
