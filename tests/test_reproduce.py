@@ -89,6 +89,10 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
     for heading in ("## Finding 1", "## Finding 2", "## Finding 3",
                     "## Improvements against their baselines", "## Figures"):
         assert heading in text
+    # the anchors beside the rows they speak to; lora_* did not run here
+    assert "| P2D (arXiv 2605.21558) | " in text and "| select_pattern, heads_pattern |" in text
+    assert "| LoFiT (arXiv 2406.01563) | " in text and "| heads_pattern |" in text
+    assert "| LESS (arXiv 2402.04333) | " in text
     for figure in ("dap_heatmaps.png", "nnls_weights.png", "trajectory.png", "ablation.png",
                    "improvement_accuracy.png", "improvement_loss.png", "param_vs_pattern.png"):
         assert (doc.parent / "reproduction" / figure).read_bytes()[:4] == b"\x89PNG"

@@ -240,4 +240,33 @@ def improvement_md(config, results, cells) -> list[str]:
         lines += ["", "Runs that could not be made: " + "; ".join(failed)]
     lines += ["", f"**Against the paper** ({PAPER['improvement']}): see the verdicts above; a "
               "'no clear difference' is reported as such.", ""]
-    return lines
+    return lines + anchors_md(methods)
+
+
+ANCHORS = (
+    # (the grid's methods an anchor speaks to, source, what it reports as its abstract gives it)
+    (("warm_pattern", "joint_pattern"), "the paper (arXiv 2409.15820)", PAPER["improvement"]),
+    (("select_pattern", "heads_pattern"), "P2D (arXiv 2605.21558)",
+     "heads guide data selection and which parameters train: 10% of the heads on 10% of the "
+     "data, +8.3 points over baselines, 7x faster end to end"),
+    (("heads_pattern", "lora_pattern"), "ALPS (arXiv 2505.18799)",
+     "training the ~10% of attention parameters in task-sensitive heads: +2% over baselines on "
+     "three tasks"),
+    (("heads_pattern", "lora_pattern"), "LoFiT (arXiv 2406.01563)",
+     "3-10% of the heads fine-tuned: matches LoRA with 20-200x fewer parameters"),
+    (("select_pattern",), "LESS (arXiv 2402.04333)",
+     "gradient-based data selection: 5% of the data often beats the whole"),
+)
+
+
+def anchors_md(methods) -> list[str]:
+    """The paper's table and the work that followed it, beside the grid rows each speaks to
+    (`methods`: the grid's methods that ran; an anchor none of them tests is marked so)."""
+    lines = ["**The anchors** (7-8B models and their own benchmarks, so a direction to compare, "
+             "not a number to match):", "", "| source | reports | rows of this grid |",
+             "|---|---|---|"]
+    for speaks_to, source, reports in ANCHORS:
+        ran = [m for m in speaks_to if m in methods]
+        lines.append(f"| {source} | {reports} | "
+                     f"{', '.join(ran) if ran else 'not in this grid: ' + ', '.join(speaks_to)} |")
+    return lines + [""]
