@@ -13,8 +13,10 @@ import pytest
 from helpers_tasks import digit_task
 
 from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
-from headjax.app.reproduce.grid import method_config, target_steps
+from headjax.app.reproduce.grid import BASE_KEY, method_config, target_steps
+from headjax.app.reproduce.markdown import improvement_md
 from headjax.app.reproduce.runner import reproduce
+from headjax.app.reproduce.statistics import cells
 
 TASKS = {"r_target": sum, "r_sum": sum, "r_max": max, "r_min": lambda d: d[0]}
 
@@ -135,3 +137,24 @@ def test_bad_reproduce_configs_are_named(model_dir, tmp_path, change, message):
         validate_reproduce(config)
     with pytest.raises(ValueError, match="--stages: unknown"):
         reproduce(_config(model_dir, tmp_path), ("grid", "publish"))
+
+
+def test_a_partial_grid_says_how_much_of_the_design_ran():
+    config = default_reproduce_config()
+    config.grid.update(budgets=(32,), methods=("plain", "warm_pattern"), seeds=(0, 1, 2))
+
+    def row(method, seed, accuracy):
+        return {"key": f"n32_{method}_s{seed}", "method": method, "budget": 32, "seed": seed,
+                "accuracy": accuracy, "heldout_loss": 1.0 - accuracy, "steps": 8,
+                "trainable_parameters": 10}
+
+    results = {BASE_KEY: {"key": BASE_KEY, "method": "base", "budget": 0, "seed": -1,
+                          "accuracy": 0.1, "heldout_loss": 1.0, "n_eval": 4},
+               **{r["key"]: r for r in (row("plain", 0, 0.2), row("plain", 1, 0.3),
+                                        row("warm_pattern", 0, 0.25), row("warm_pattern", 1, 0.4),
+                                        row("heads_random", 0, 0.5))}}  # not in the design
+    text = "\n".join(improvement_md(config, results, cells(results)))
+    assert "4 of the design's 6 runs (methods x budgets x seeds = 2 x 1 x 3)" in text
+    assert "| warm_pattern | plain | 32 | 7.5 ± " in text  # paired over seeds 0 and 1
+    results.update({r["key"]: r for r in (row("plain", 2, 0.2), row("warm_pattern", 2, 0.3))})
+    assert "partial grid" not in "\n".join(improvement_md(config, results, cells(results)))

@@ -185,7 +185,16 @@ def improvement_md(config, results, cells) -> list[str]:
     base = results[BASE_KEY]
     methods = [m for m in config.grid.methods if any(k[0] == m for k in cells)]
     budgets = sorted({b for _, b in cells})
-    lines = ["## Improvements against their baselines", "",
+    g = config.grid
+    designed = len(g.budgets) * len(g.methods) * len(g.seeds)
+    done = sum(r["seed"] in g.seeds for (method, budget), rows in cells.items()
+               if method in g.methods and budget in g.budgets for r in rows)
+    partial = ([] if done >= designed else
+               [f"**A partial grid:** {done} of the design's {designed} runs ({len(g.methods)} "
+                f"methods x {len(g.budgets)} budgets x {len(g.seeds)} seeds) have been made; "
+                "rerunning the grid stage makes the rest. Intervals below are over the seeds "
+                "each cell has, pairs over the seeds both cells have.", ""])
+    lines = ["## Improvements against their baselines", "", *partial,
              f"Target {config.findings.target}; base model: accuracy "
              f"{100 * base['accuracy']:.1f}% and held-out loss {base['heldout_loss']:.3f} "
              f"nats/token on the same {base['n_eval']} test examples. Mean ± std over seeds "
