@@ -190,8 +190,9 @@ def improvement_md(config, results, cells) -> list[str]:
     done = sum(r["seed"] in g.seeds for (method, budget), rows in cells.items()
                if method in g.methods and budget in g.budgets for r in rows)
     partial = ([] if done >= designed else
-               [f"**A partial grid:** {done} of the design's {designed} runs ({len(g.methods)} "
-                f"methods x {len(g.budgets)} budgets x {len(g.seeds)} seeds) have been made; "
+               [f"**A partial grid:** {done} of the design's {designed} runs (methods x "
+                f"budgets x seeds = {len(g.methods)} x {len(g.budgets)} x {len(g.seeds)}) have "
+                "been made; "
                 "rerunning the grid stage makes the rest. Intervals below are over the seeds "
                 "each cell has, pairs over the seeds both cells have.", ""])
     lines = ["## Improvements against their baselines", "", *partial,
