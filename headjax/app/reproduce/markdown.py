@@ -192,9 +192,8 @@ def improvement_md(config, results, cells) -> list[str]:
     partial = ([] if done >= designed else
                [f"**A partial grid:** {done} of the design's {designed} runs (methods x "
                 f"budgets x seeds = {len(g.methods)} x {len(g.budgets)} x {len(g.seeds)}) have "
-                "been made; "
-                "rerunning the grid stage makes the rest. Intervals below are over the seeds "
-                "each cell has, pairs over the seeds both cells have.", ""])
+                "been made; rerunning the grid stage makes the rest. Intervals below are over "
+                "the seeds each cell has, pairs over the seeds both cells have.", ""])
     lines = ["## Improvements against their baselines", "", *partial,
              f"Target {config.findings.target}; base model: accuracy "
              f"{100 * base['accuracy']:.1f}% and held-out loss {base['heldout_loss']:.3f} "
