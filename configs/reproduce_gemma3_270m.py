@@ -1,18 +1,24 @@
-"""The reproduction on Gemma 3 270M (pretrained, float32 from Q4_K_M): the tasks (gcd in place
-of basic_arithmetic, as in configs/reproduce_smollm2.py) and scale of the 2026-11-25 SmolLM2
-run, with Gemma's batch split as in configs/gemma3_quickstart.py (2 micro-batches of 4;
-evaluation and head scoring in batches of 8, its 262k-token vocabulary makes the logits 5.3x
-wider).
+"""The reproduction on Gemma 3 270M (pretrained, float32 from Q4_K_M): the tasks of
+configs/reproduce_smollm2.py (gcd in place of basic_arithmetic), with the vocabulary projected
+at answer positions only, as in configs/gemma3_quickstart.py (its 262k-token vocabulary makes
+every position's logits 5.3x wider than SmolLM2's; evaluation generates in batches of 8).
 
   python scripts/reproduce.py --config configs/reproduce_gemma3_270m.py --stages targets
 
 The targets stage (docs/reproduction_gemma3_270m_power.md) found no candidate whose accuracy
 16 SFT steps bring to 0.10 (the pretrained model does not answer in the bare-answer format
 before SFT; simple_equations moved most, 0.02 -> 0.05); the target is SmolLM2's,
-mixed_arithmetic (0.05 -> 0.065 here), so that the two models share one target. The scale
-stays the 2026-11-25 SmolLM2 run's until a pilot on Gemma (`--stages pilot,power`) measures its
-design: a Gemma step and evaluated example cost about twice SmolLM2's, so SmolLM2's design
-(4.8 CPU hours) would not fit 6 hours here.
+mixed_arithmetic (0.05 -> 0.065 here), so that the two models share one target.
+
+The findings study (docs/reproduction_gemma3_270m.md):
+
+  python scripts/reproduce.py --config configs/reproduce_gemma3_270m.py \
+      --stages findings,measures,report
+
+runs SmolLM2's 3 SFT seeds per task with 64 probes per task rather than 192 (about 5 minutes
+per run on 2 CPU cores with the vocabulary projected at answer positions only; 18 runs). The
+grid keeps the 2026-11-25 scale and has not been run on Gemma: its base accuracy on the target
+is near the floor (0.05), where no improvement can show.
 """
 
 from headjax.app.reproduce.config import default_reproduce_config
