@@ -175,6 +175,7 @@ def test_benchmark_script_names_a_wrong_flag_and_exits_2():
 def test_heads_section_times_the_architecture_of_a_named_model(tiny, tiny_model_dir):
     """`--head_model`: the pattern and forward are timed on that model's shape (read from its
     metadata), not SmolLM2's."""
+    from headjax.app.bench.report import heads_table
     from headjax.app.bench.sections import heads_section
 
     result = heads_section(4, 2, 16, 1, 2, model=str(tiny_model_dir))
@@ -182,6 +183,10 @@ def test_heads_section_times_the_architecture_of_a_named_model(tiny, tiny_model_
     assert result["layers_heads"] == [tiny[0].num_layers, tiny[0].num_heads]
     assert result["forward_total_s"] > 0 and result["pattern_total_s"] > 0
     assert result["naive_heads_timed"] == 2 and result["naive_per_forward_s"] > 0
+    # the gate-only backward has one input-cotangent product per forward product (two per
+    # attention product) and no weight gradients, which would make it about 3x
+    assert 1.9 < result["pattern_flops_x_forward"] < 2.5, result["pattern_flops_x_forward"]
+    assert "activation pattern / forward: " in heads_table(result)
 
 
 def test_profile_section_traces_one_step_and_names_each_op_by_its_source(tmp_path):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from headjax.app.bench.machine import peak_flops, utilization
 from headjax.app.bench.models import headjax_params, synthetic_batch
 from headjax.app.bench.sft import compiled_train_step, train_state
-from headjax.app.bench.timing import time_eager, time_jitted
+from headjax.app.bench.timing import compiled_flops, time_eager, time_jitted
 from headjax.heads.scores import head_scores
 from headjax.model.config import ModelConfig
 from headjax.model.loss import loss
@@ -44,15 +44,6 @@ LLAMA_1B = ModelConfig(vocab_size=128256, d_model=2048, num_layers=16, num_heads
                        norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=131072,
                        dtype="bfloat16", param_dtype="float32", scan_layers=False)
 ATTENTION_IMPLS = ("xla", "fused")
-
-
-def compiled_flops(compiled) -> float | None:
-    """FLOPs XLA's cost analysis counts for a compiled program (None where it reports none)."""
-    costs = compiled.cost_analysis()
-    if isinstance(costs, list | tuple):
-        costs = costs[0] if costs else None
-    flops = (costs or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
 
 
 class Prepared(NamedTuple):

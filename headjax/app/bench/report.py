@@ -60,6 +60,9 @@ def heads_table(results: dict) -> str:
              "extrapolated)", results["naive_total_s"])]
     lines = ["| method | total | x forward |", "|---|---|---|"]
     lines += [f"| {name} | {seconds:,.1f} s | {seconds / fwd:.2f}x |" for name, seconds in rows]
+    if results.get("pattern_flops_x_forward"):
+        lines += ["", "Compiled FLOPs (XLA's cost analysis), activation pattern / forward: "
+                  f"{results['pattern_flops_x_forward']:.3f}x"]
     return "\n".join(lines)
 
 

@@ -153,4 +153,6 @@ def heads_section(num_samples: int, batch_size: int, seq: int, repeats: int,
         "naive_heads_timed": ablation_heads,
         "forward": _timing(forward), "pattern": _timing(pattern),
         "naive_per_forward_s": per_head,
+        "pattern_flops_x_forward": (pattern.flops / forward.flops
+                                    if pattern.flops and forward.flops else None),
     }

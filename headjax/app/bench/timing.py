@@ -14,11 +14,22 @@ import jax
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """compile_s: seconds to trace and compile (0 for eager code); warm_s: median seconds of
-    `len(runs_s)` post-compile, post-warm-up calls."""
+    `len(runs_s)` post-compile, post-warm-up calls; flops: the compiled program's FLOPs by XLA's
+    cost analysis (`compiled_flops`; None for eager code or where none is reported)."""
 
     compile_s: float
     warm_s: float
     runs_s: tuple[float, ...]
+    flops: float | None = None
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs XLA's cost analysis counts for a compiled program (None where it reports none)."""
+    costs = compiled.cost_analysis()
+    if isinstance(costs, list | tuple):
+        costs = costs[0] if costs else None
+    flops = (costs or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -35,7 +46,7 @@ def time_jitted(fn: Callable, *args, repeats: int) -> Timing:
     run = lambda: jax.block_until_ready(compiled(*args))
     run()
     runs = tuple(_seconds(run) for _ in range(repeats))
-    return Timing(compile_s, statistics.median(runs), runs)
+    return Timing(compile_s, statistics.median(runs), runs, compiled_flops(compiled))
 
 
 def time_eager(fn: Callable[[], object], *, repeats: int) -> Timing:
