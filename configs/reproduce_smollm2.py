@@ -23,6 +23,7 @@ def get_config():
     c.out_dir = "runs/reproduce_smollm2"
     c.doc = "docs/reproduction.md"
     c.notes = "docs/reproduction_notes.md"
+    c.compare_configs = ("configs/reproduce_gemma3_270m.py",)  # its verdicts beside this model's
     b = c.base
     b.model.pretrained = "smollm2-135m-instruct"
     b.data.max_len = 192

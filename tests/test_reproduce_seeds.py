@@ -255,3 +255,37 @@ def test_sum_to_one_findings_keep_per_sample_means_equal_to_the_pattern(seeded_s
     text = reproduce(config, ("measures", "report")).read_text()
     assert "`findings.normalization = sum_to_one`" in text
     assert text.count("**Verdict on") == 3
+
+
+def test_verdicts_per_model_set_other_studies_beside_this_one(seeded_study, tmp_path):
+    """`compare_configs`: a measured study's verdicts (here a copy of this one's runs) in a row
+    of their own, an unmeasured one named with its command; a missing file is refused."""
+    config, _, _ = seeded_study
+    config = config.copy_and_resolve_references()
+    shutil.copytree(config.out_dir, tmp_path / "runs")
+    config.out_dir, config.doc = str(tmp_path / "runs"), str(tmp_path / "docs" / "this.md")
+    other = config.copy_and_resolve_references()
+    other.doc = str(tmp_path / "docs" / "other.md")
+    unmeasured = other.copy_and_resolve_references()
+    unmeasured.out_dir = str(tmp_path / "never")
+    files = []
+    for name, c in (("other", other), ("unmeasured", unmeasured)):
+        path = tmp_path / f"{name}.py"
+        path.write_text("import json\nimport ml_collections\n\n\ndef get_config():\n"
+                        f"    return ml_collections.ConfigDict(json.loads({c.to_json()!r}))\n")
+        files.append(str(path))
+    config.compare_configs = tuple(files)
+    text = reproduce(config, ("measures", "report")).read_text()
+    table = text[text.index("## Verdicts per model"):].split("\n\n")[2].splitlines()[2:]
+    assert len(table) == 3
+    measures = json.loads((tmp_path / "runs" / "measures.json").read_text())
+    summary = over_seeds(measures["seeds"])
+    r2 = summary["r2"]
+    expected = (f"r2 {r2['mean']:.3g} [{r2['mean'] - r2['half']:.3g}, "
+                f"{r2['mean'] + r2['half']:.3g}]: {r2['verdict']}")
+    assert expected in table[0] and expected in table[1]
+    assert table[0].replace("this.md", "other.md") == table[1]
+    assert f"--config {files[1]} --stages findings,measures,report" in table[2]
+    config.compare_configs = (str(tmp_path / "nowhere.py"),)
+    with pytest.raises(ValueError, match=r"config.compare_configs: no file .*nowhere.py"):
+        validate_reproduce(config)

@@ -9,6 +9,9 @@ the design search of `headjax.app.reproduce.power`.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import ml_collections
 
 from headjax.heads.selection import SIMILARITIES
@@ -29,6 +32,9 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.out_dir = "runs/reproduce"  # run directories, findings arrays, results.jsonl
     c.doc = "docs/reproduction.md"  # the report; figures go to <doc without .md>/
     c.notes = ""  # a hand-written markdown file appended to the report ("" = none)
+    # other models' reproduction configs (paths), whose verdicts the report sets beside this
+    # model's ("Verdicts per model"; a study not yet measured is named with its command)
+    c.compare_configs = ()
     c.base = default_config()
 
     c.targets = ml_collections.ConfigDict()
@@ -142,7 +148,18 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
                          f"(0, 1]")
     if not config.grid.seeds or not config.grid.budgets or min(config.grid.budgets) <= 0:
         raise ValueError("config.grid: seeds and positive budgets are needed")
+    missing = [p for p in config.compare_configs if not Path(p).is_file()]
+    if missing:
+        raise ValueError(f"config.compare_configs: no file {missing[0]}")
     return config
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of the config file at `path` (as `--config` reads it)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def seeded(run: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@ it."""
 from __future__ import annotations
 
 import operator
+import os
 
 import numpy as np
 
@@ -72,6 +73,37 @@ def seeds_md(config, measures, finding: str) -> list[str]:
               f"{h.label}; {len(seeds)} seed{'s' if len(seeds) > 1 else ''}; the paper's side: "
               f"{h.side} the null's 95% point {summary[h.name]['null_point']:.3g}).", ""]
     return lines
+
+
+def verdicts_per_model_md(studies, doc_dir) -> list[str]:
+    """Each finding's verdict per model, side by side: `studies` is [(config, measures or None
+    when that study has not been measured, its config file or "" for this report's)]; links
+    are relative to `doc_dir`."""
+    lines = ["## Verdicts per model", "",
+             "Each finding's verdict measure over SFT seeds, mean [95% t-interval]: verdict "
+             "(the rules above).", "",
+             "| model | seeds, probes per task, pattern | Finding 1 | Finding 2 | Finding 3 | "
+             "report |", "|---|---|---|---|---|---|"]
+    for config, measures, path in studies:
+        f = config.findings
+        doc = os.path.relpath(config.doc, doc_dir)
+        head = (f"| `{config.base.model.pretrained}` | {len(f.seeds)}, {f.probe_samples}, "
+                f"{'raw' if f.normalization == 'none' else f.normalization} | ")
+        if measures is None or "seeds" not in measures:
+            command = (f"python scripts/reproduce.py --config {path} --stages "
+                       "findings,measures,report")
+            lines.append(head + f"not measured yet: `{command}` | | | [{doc}]({doc}) |")
+            continue
+        summary = over_seeds(measures["seeds"])
+        cells = []
+        for finding in ("finding1", "finding2", "finding3"):
+            result, h = finding_verdict(finding, summary)
+            r = summary[h.name]
+            interval = ("" if np.isnan(r["half"]) else
+                        f" [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]")
+            cells.append(f"{h.name} {r['mean']:.3g}{interval}: {result}")
+        lines.append(head + " | ".join(cells) + f" | [{doc}]({doc}) |")
+    return lines + [""]
 
 
 def finding1_md(config, m) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ml_collections
 
-from headjax.app.reproduce.config import findings_tasks
+from headjax.app.reproduce.config import findings_tasks, load_config_file
 from headjax.app.reproduce.figures import figures
 from headjax.app.reproduce.findings_stage import findings_path
 from headjax.app.reproduce.grid import BASE_KEY
@@ -27,6 +27,7 @@ from headjax.app.reproduce.markdown import (
     finding3_md,
     improvement_md,
     seeds_md,
+    verdicts_per_model_md,
 )
 from headjax.app.reproduce.power_doc import power_doc_path
 from headjax.app.reproduce.statistics import cells
@@ -57,6 +58,17 @@ def wall_by_machine(runs: list[tuple[float, str]]) -> str:
     for seconds, machine in runs:
         minutes[machine] = minutes.get(machine, 0.0) + seconds / 60
     return " + ".join(f"{m:.0f} min on {machine}" for machine, m in minutes.items()) or "0 min"
+
+
+def studies(config: ml_collections.ConfigDict, measures: dict) -> list[tuple]:
+    """[(config, measures or None, config file)] of this study ("" for its file) and of each
+    of `config.compare_configs`, whose measures are read from its `out_dir` if measured."""
+    out = [(config, measures, "")]
+    for path in config.compare_configs:
+        other = load_config_file(path)
+        saved = Path(other.out_dir) / "measures.json"
+        out.append((other, json.loads(saved.read_text()) if saved.exists() else None, path))
+    return out
 
 
 def write_reproduction(config: ml_collections.ConfigDict, measures: dict, results: dict,
@@ -103,6 +115,8 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         lines[-1:-1] = [f"- Target choice and power analysis: [{power_doc.name}]"
                         f"({os.path.relpath(power_doc, doc.parent)})."]
     lines += [RULES, ""]
+    if config.compare_configs:
+        lines += verdicts_per_model_md(studies(config, measures), doc.parent)
     lines += finding1_md(config, measures["finding1"]) + seeds_md(config, measures, "finding1")
     lines += finding2_md(config, measures["finding2"]) + seeds_md(config, measures, "finding2")
     lines += (finding3_md(config, measures["finding3"], by_cell)
