@@ -28,6 +28,7 @@ def get_config():
     c = default_reproduce_config()
     c.out_dir = "runs/reproduce_gemma3_270m"
     c.doc = "docs/reproduction_gemma3_270m.md"
+    c.notes = "docs/reproduction_gemma3_270m_notes.md"
     c.compare_configs = ("configs/reproduce_smollm2.py",)  # its verdicts beside this model's
     b = c.base
     b.model.pretrained = "gemma3-270m"
