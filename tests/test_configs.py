@@ -9,23 +9,19 @@ the batch, an empty task list.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
+from headjax.app.reproduce.config import (
+    default_reproduce_config,
+    load_config_file,
+    validate_reproduce,
+)
 from headjax.train import default_config, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_FILES = sorted(CONFIG_DIR.glob("*.py"))
-
-
-def load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def test_config_dir_is_complete():
@@ -36,7 +32,7 @@ def test_config_dir_is_complete():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
 def test_config_file_validates(path):
-    config = load(path)
+    config = load_config_file(str(path))
     if "findings" in config:  # a reproduction config: a base run config plus its stages
         validate_reproduce(config)
     else:

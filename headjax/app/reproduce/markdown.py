@@ -35,6 +35,13 @@ def _fmt(mean, std, half, scale=1.0, digits=1) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f} (CI ± {half * scale:.{digits}f})"
 
 
+def _interval(r: dict) -> str:
+    """` [low, high]` of an `over_seeds` entry's 95% t-interval; "" with one seed."""
+    if np.isnan(r["half"]):
+        return ""
+    return f" [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]"
+
+
 def seeds_md(config, measures, finding: str) -> list[str]:
     """`finding`'s ("finding1", ...) headline measures over SFT seeds beside seed 0's bootstrap
     interval over probes and the null, and the finding's verdict line (`reproduce.seeds`,
@@ -53,7 +60,7 @@ def seeds_md(config, measures, finding: str) -> list[str]:
         if "probe_ci" in first:
             probe += " [{:.3g}, {:.3g}]".format(*first["probe_ci"])
         over = ("1 seed: no interval over seeds" if len(seeds) < 2 else
-                f"{r['mean']:.3g} [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]")
+                f"{r['mean']:.3g}{_interval(r)}")
         label = h.label.replace("|", "\\|")  # a table cell
         lines.append(f"| {label} | {h.side} | {probe} | "
                      f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
@@ -99,9 +106,7 @@ def verdicts_per_model_md(studies, doc_dir) -> list[str]:
         for finding in ("finding1", "finding2", "finding3"):
             result, h = finding_verdict(finding, summary)
             r = summary[h.name]
-            interval = ("" if np.isnan(r["half"]) else
-                        f" [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]")
-            cells.append(f"{h.name} {r['mean']:.3g}{interval}: {result}")
+            cells.append(f"{h.name} {r['mean']:.3g}{_interval(r)}: {result}")
         lines.append(head + " | ".join(cells) + f" | [{doc}]({doc}) |")
     return lines + [""]
 

@@ -17,14 +17,19 @@ def mean_ci(values) -> tuple[float, float, float]:
     if v.size < 2:
         return float(v.mean()), float("nan"), float("nan")
     std = float(v.std(ddof=1))
-    return float(v.mean()), std, float(stats.t.ppf(0.975, v.size - 1) * std / np.sqrt(v.size))
+    return float(v.mean()), std, t_half_width(std, v.size)
+
+
+def t_half_width(std: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean over `n` values whose SD is `std`."""
+    return float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
 
 
 def seeds_for_half_width(std: float, half: float, most: int = 1000) -> int | None:
-    """The fewest seeds n >= 2 whose 95% t-interval half-width t(0.975, n-1) * std / sqrt(n)
-    is at most `half`, for a measure whose SD over seeds is `std`; None beyond `most`."""
+    """The fewest seeds n >= 2 whose 95% t-interval half-width (`t_half_width`) is at most
+    `half`, for a measure whose SD over seeds is `std`; None beyond `most`."""
     for n in range(2, most + 1):
-        if stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) <= half:
+        if t_half_width(std, n) <= half:
             return n
     return None
 
