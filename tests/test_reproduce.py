@@ -155,6 +155,9 @@ def test_a_partial_grid_says_how_much_of_the_design_ran():
                                         row("heads_random", 0, 0.5))}}  # not in the design
     text = "\n".join(improvement_md(config, results, cells(results)))
     assert "4 of the design's 6 runs (methods x budgets x seeds = 2 x 1 x 3)" in text
-    assert "| warm_pattern | plain | 32 | 7.5 ± " in text  # paired over seeds 0 and 1
+    # paired over seeds 0 and 1: differences 0.05 and 0.10, SD 0.0354, t(1) half-width 31.8 pp;
+    # 0.0354^2 (1.959964 + 0.841621)^2 / 0.03^2 = 10.9 -> 11 seeds to detect 3 pp
+    assert ("| warm_pattern | plain | 32 | 2 | 7.5 ± 31.8 | no clear difference | -0.075 ± "
+            "0.318 | no clear difference | 11 |") in text
     results.update({r["key"]: r for r in (row("plain", 2, 0.2), row("warm_pattern", 2, 0.3))})
     assert "partial grid" not in "\n".join(improvement_md(config, results, cells(results)))

@@ -16,7 +16,8 @@ import pytest
 from helpers_tasks import digit_task
 from test_reproduce import TASKS, _config
 
-from headjax.app.reproduce.config import validate_reproduce
+from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
+from headjax.app.reproduce.grid import target_steps
 from headjax.app.reproduce.power import (
     Costs,
     PatternNoise,
@@ -28,8 +29,10 @@ from headjax.app.reproduce.power import (
     pattern_noise,
     r2_half_width,
     seeds_needed,
+    seeds_to_detect,
     two_way_components,
 )
+from headjax.app.reproduce.power_doc import _grid_steps_md
 from headjax.app.reproduce.runner import reproduce
 from headjax.app.reproduce.targets import RULES, pick_target, run_targets
 
@@ -67,6 +70,10 @@ def test_targets_and_pilot_resume_and_write_the_design_page(model_dir, tmp_path)
     page = (tmp_path / "docs" / "reproduction_power.md").read_text()
     for heading in ("## Target choice", "## Pilot", "## Power", "**Design**"):
         assert heading in page
+    grid_steps = target_steps(config, 32)  # power.grid_budgets = (32,), the pilot's 2 steps
+    assert grid_steps != 2 and (f"Target steps of the powered grid: {grid_steps} at budget 32. "
+                                "**Caveat:** budget 32 trains other than the pilot's 2 steps"
+                                ) in " ".join(page.split())
 
     def fail(*args):
         raise AssertionError("a finished task ran again")
@@ -107,10 +114,24 @@ def test_pick_target_keeps_both_accuracies_in_range_and_takes_the_largest_gain()
     assert pick_target([_row("low", 0.01, 0.05)], (0.1, 0.6)) == (None, None)
 
 
+def test_the_design_page_flags_grid_budgets_whose_steps_are_not_the_pilots():
+    config = default_reproduce_config()
+    config.grid.epochs = 2
+    config.base.train.batch_size = 8
+    config.power.grid_budgets = (128,)
+    assert _grid_steps_md(config, 32) == "Target steps of the powered grid: 32 at budget 128."
+    config.power.grid_budgets = (32, 128)
+    assert _grid_steps_md(config, 32).startswith(
+        "Target steps of the powered grid: 8 at budget 32, 32 at budget 128. **Caveat:** "
+        "budget 32 trains other than the pilot's 32 steps")
+
+
 def test_seeds_needed_is_the_normal_approximation():
     # pair variance 2 (0.002 + 0.2 / 200) = 0.006; (1.959964 + 0.841621)^2 = 7.848879;
     # 0.006 * 7.848879 / 0.03^2 = 52.33 -> 53 seeds
     assert seeds_needed(0.002, 0.2, 200, 0.03) == 53
+    assert seeds_to_detect(0.006, 0.03) == 53  # the same, from the pair variance
+    assert seeds_to_detect(1e-9, 0.03) == 2
     assert detectable(0.002, 0.2, 200, 53) == pytest.approx(
         2.801585 * math.sqrt(0.006 / 53), rel=1e-5)
     assert detectable(0.002, 0.2, 200, 53) <= 0.03 < detectable(0.002, 0.2, 200, 52)

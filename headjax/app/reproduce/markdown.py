@@ -11,6 +11,7 @@ import numpy as np
 
 from headjax.app.reproduce.findings import ablation_samples
 from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.power import seeds_to_detect
 from headjax.app.reproduce.seeds import HEADLINES, finding_verdict, over_seeds
 from headjax.app.reproduce.statistics import mean_ci, paired, trainable, verdict
 
@@ -248,9 +249,15 @@ def improvement_md(config, results, cells) -> list[str]:
             lines.append(f"| {method} | {budget} | {len(rows)} | {rows[0]['steps']} | "
                          f"{trainable(rows):,} | {_fmt(*acc, scale=100)} | "
                          f"{_fmt(*loss, digits=3)} |")
-    lines += ["", "Paired by seed (method - baseline; 'better' only when the 95% interval "
-              "excludes 0):", "", "| method | baseline | budget | Δ accuracy (pp) | Δ held-out "
-              "loss | verdict (loss) |", "|---|---|---|---|---|---|"]
+    p = config.power
+    detect = f"{100 * p.detect:g} pp"
+    lines += ["", "Paired by seed (method - baseline over the seeds both ran, mean ± 95% "
+              "half-width; 'better' only when the interval excludes 0). The last column is the "
+              f"power over seeds: how many seeds the SD of these differences needs to detect "
+              f"{detect} of accuracy with power {p.power} at alpha {p.alpha} (`power.detect`).",
+              "", "| method | baseline | budget | seeds | Δ accuracy (pp) | verdict (accuracy) "
+              f"| Δ held-out loss | verdict (loss) | seeds to detect {detect} |",
+              "|---|---|---|---|---|---|---|---|---|"]
     pairs = (("warm_pattern", "warm_random"), ("warm_pattern", "plain"),
              ("joint_pattern", "joint_random"), ("joint_pattern", "plain"),
              ("heads_pattern", "heads_random"), ("heads_pattern", "plain"),
@@ -259,12 +266,16 @@ def improvement_md(config, results, cells) -> list[str]:
              ("lora_pattern", "lora_all"), ("lora_all", "plain"))
     for method, baseline in pairs:
         for budget in budgets:
-            acc, acc_half, n = paired(cells, method, baseline, budget, "accuracy")
-            loss, loss_half, _ = paired(cells, method, baseline, budget, "heldout_loss")
-            if n:
-                lines.append(f"| {method} | {baseline} | {budget} | "
-                             f"{_pm(100 * acc, 100 * acc_half, 1)} | {_pm(loss, loss_half, 3)} | "
-                             f"{verdict(loss, loss_half, 'lower')} |")
+            acc = paired(cells, method, baseline, budget, "accuracy")
+            loss = paired(cells, method, baseline, budget, "heldout_loss")
+            if acc.n:
+                needed = ("" if np.isnan(acc.std) else
+                          seeds_to_detect(acc.std ** 2, p.detect, p.alpha, p.power))
+                lines.append(f"| {method} | {baseline} | {budget} | {acc.n} | "
+                             f"{_pm(100 * acc.mean, 100 * acc.half, 1)} | "
+                             f"{verdict(acc.mean, acc.half, 'higher')} | "
+                             f"{_pm(loss.mean, loss.half, 3)} | "
+                             f"{verdict(loss.mean, loss.half, 'lower')} | {needed} |")
     reference = cells.get(("plain", budgets[-1]), [])
     for field, name, reaches in (("heldout_loss", "held-out loss", operator.le),
                                  ("accuracy", "accuracy", operator.ge)):

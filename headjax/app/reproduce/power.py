@@ -51,11 +51,18 @@ def z_sum(alpha: float, power: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
 
 
+def seeds_to_detect(pair_var: float, delta: float, alpha: float = 0.05,
+                    power: float = 0.8) -> int:
+    """Seeds S of a comparison paired by seed whose per-seed difference has variance
+    `pair_var` that detect a mean difference `delta` (module docstring), at least 2."""
+    return max(2, math.ceil(pair_var * (z_sum(alpha, power) / delta) ** 2))
+
+
 def seeds_needed(seed_var: float, item_var: float, n_eval: int, delta: float,
                  alpha: float = 0.05, power: float = 0.8) -> int:
-    """Seeds S of the paired comparison detecting `delta` (module docstring)."""
-    pair_var = 2 * (seed_var + item_var / n_eval)
-    return max(2, math.ceil(pair_var * (z_sum(alpha, power) / delta) ** 2))
+    """Seeds S of the paired comparison detecting `delta` (module docstring), from the
+    variance components of one run's accuracy."""
+    return seeds_to_detect(2 * (seed_var + item_var / n_eval), delta, alpha, power)
 
 
 def detectable(seed_var: float, item_var: float, n_eval: int, seeds: int,

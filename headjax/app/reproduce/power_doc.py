@@ -11,7 +11,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from headjax.app.reproduce.grid import load_results, method_config
+from headjax.app.reproduce.grid import load_results, method_config, target_steps
 from headjax.app.reproduce.pilot import load_changes, pilot_path
 from headjax.app.reproduce.power import (
     Costs,
@@ -99,9 +99,10 @@ def _design_md(config, rows, study, noise) -> list[str]:
              "target and the basis tasks; the bound counts R^2's attenuation by noise) and a "
              f"{p.detect:.2f} accuracy difference detected with power {p.power} at alpha "
              f"{p.alpha} (paired by seed on the same test examples), within {p.cpu_hours} CPU "
-             f"hours. The grid's seeds use the pilot's seed x example variance at the same step "
-             f"count and the largest of its seed variances (a proxy: grid runs train on fewer "
-             "examples, and a few pilot seeds cannot tell a small seed variance from 0). "
+             f"hours. The grid's seeds use the pilot's seed x example variance at "
+             f"{noise[-1].steps} steps and the largest of its seed variances (a proxy: grid "
+             "runs train on fewer examples, and a few pilot seeds cannot tell a small seed "
+             f"variance from 0). {_grid_steps_md(config, noise[-1].steps)} "
              f"Cost: {study.findings_tasks} "
              f"findings tasks x seeds, {study.grid_cells} grid cells "
              f"({', '.join(p.grid_methods or config.grid.methods)} at budgets "
@@ -140,6 +141,22 @@ def _design_md(config, rows, study, noise) -> list[str]:
                   f"| {best['detectable']:.3f} | {best['findings_hours']:.1f} + "
                   f"{best['grid_hours']:.1f} = {best['hours']:.1f} |"]
     return lines + [""]
+
+
+def _grid_steps_md(config, pilot_steps: int) -> str:
+    """The powered grid's target steps per budget, and a caveat for those whose steps are not
+    the `pilot_steps` the spread was measured at."""
+    budgets = tuple(config.power.grid_budgets) or tuple(config.grid.budgets)
+    steps = {b: target_steps(config, b) for b in budgets}
+    text = "Target steps of the powered grid: " + ", ".join(
+        f"{s} at budget {b}" for b, s in steps.items()) + "."
+    other = [b for b, s in steps.items() if s != pilot_steps]
+    if other:
+        text += (f" **Caveat:** budget{'s' if len(other) > 1 else ''} "
+                 f"{', '.join(map(str, other))} train{'' if len(other) > 1 else 's'} other "
+                 f"than the pilot's {pilot_steps} steps, so the spread (and whether SFT moves "
+                 "the target at all) is the pilot's only by assumption.")
+    return text
 
 
 def design_rows(config, model_config, pilot_rows):

@@ -4,6 +4,7 @@ their verdicts, grid cells by (method, budget)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -48,16 +49,23 @@ def cells(results: Mapping[str, dict]) -> dict[tuple[str, int], list[dict]]:
     return out
 
 
-def paired(by_cell, method, baseline, budget, field) -> tuple[float, float, int]:
-    """Mean and 95% half-width of method - baseline on `field`, paired by seed (`by_cell`: the
-    output of `cells`)."""
+class Paired(NamedTuple):
+    """Method - baseline on one field over the seeds both ran: mean, SD over seeds, 95%
+    t-interval half-width, seeds."""
+    mean: float
+    std: float
+    half: float
+    n: int
+
+
+def paired(by_cell, method, baseline, budget, field) -> Paired:
+    """Method - baseline on `field`, paired by seed (`by_cell`: the output of `cells`)."""
     a = {r["seed"]: r[field] for r in by_cell.get((method, budget), [])}
     b = {r["seed"]: r[field] for r in by_cell.get((baseline, budget), [])}
     diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
     if not diffs:
-        return float("nan"), float("nan"), 0
-    mean, _, half = mean_ci(diffs)
-    return mean, half, len(diffs)
+        return Paired(float("nan"), float("nan"), float("nan"), 0)
+    return Paired(*mean_ci(diffs), len(diffs))
 
 
 def verdict(mean: float, half: float, better: str) -> str:
