@@ -13,15 +13,18 @@ import optax
 import pytest
 
 from headjax.heads import (
+    activation_pattern,
     change_concentration,
     head_param_change,
     head_parameter_mask,
     module_change,
     pattern_to_param_ratio,
+    random_relative_perturbation,
     relative_param_change,
     relative_pattern_change,
 )
 from headjax.model import init, loss, tiny_config
+from tests.test_heads_patterns import make_batches
 
 
 def perturbed(params, name, index, scale=0.05, seed=0):
@@ -99,6 +102,38 @@ def test_pattern_to_param_ratio(tiny):
     with pytest.raises(AssertionError):
         head_param_change(params, {**params, "layers": {**params["layers"], "q_proj":
                                                         params["layers"]["q_proj"][:1]}})
+
+
+def test_random_relative_perturbation_moves_every_array_by_the_fraction(tiny):
+    config, params = tiny
+    moved = random_relative_perturbation(params, 1e-3, jax.random.key(0))
+    assert relative_param_change(params, moved) == pytest.approx(1e-3, rel=1e-3)
+    for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(moved), strict=True):
+        assert after.shape == before.shape and after.dtype == before.dtype
+        change = np.linalg.norm(np.asarray(after) - np.asarray(before))
+        assert change / np.linalg.norm(np.asarray(before)) == pytest.approx(1e-3, rel=1e-3)
+    again = random_relative_perturbation(params, 1e-3, jax.random.key(0))
+    other = random_relative_perturbation(params, 1e-3, jax.random.key(1))
+    np.testing.assert_array_equal(again["embed"], moved["embed"])
+    dq = [np.asarray(m["layers"]["q_proj"] - params["layers"]["q_proj"]).ravel()
+          for m in (moved, other)]
+    assert abs(np.corrcoef(*dq)[0, 1]) < 0.1  # independent directions
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    assert all(a.dtype == jnp.bfloat16 for a in jax.tree.leaves(
+        random_relative_perturbation(half, 1e-3, jax.random.key(0))))
+
+
+def test_a_random_changes_pattern_ratio_does_not_depend_on_its_size(tiny):
+    # Finding 3's null is measured at one size and read for every seed's: in the linear regime
+    # the relative pattern change grows with the relative parameter change, so the ratio holds.
+    config, params = tiny
+    before = activation_pattern(params, config, make_batches(), progress=False).mean
+    ratios = []
+    for relative in (1e-3, 1e-4):
+        moved = random_relative_perturbation(params, relative, jax.random.key(0))
+        after = activation_pattern(moved, config, make_batches(), progress=False).mean
+        ratios.append(relative_pattern_change(before, after) / relative)
+    assert ratios[0] > 0.1 and ratios[0] == pytest.approx(ratios[1], rel=0.05)
 
 
 def covered(mask) -> dict[str, np.ndarray]:

@@ -77,7 +77,7 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
     assert head_lora.guide.lora_budget_rank == config.grid.lora_rank
 
 
-def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
+def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatch):
     config = _config(model_dir, tmp_path)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
@@ -120,6 +120,19 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path):
 
     reproduce(config, ("grid",))  # everything is done: nothing runs again
     assert results.read_text().count("\n") == len(rows)
+
+    # Finding 3's null: 2 random changes per task as large as its SFT's, on its 4 probes
+    null = measures["finding3_null"]
+    assert (null["draws"], null["samples"]) == (2, 4) and sorted(null["tasks"]) == sorted(TASKS)
+    assert all(len(v) == 2 and min(v) > 0 for v in null["tasks"].values())
+    assert measures["seeds"]["0"]["ratio"]["null_point"] == max(null["mean_per_draw"])
+    assert "| random change's ratio |" in text and "Null: the base model moved" in text
+    # measures of before the null get it at the next report, the rest kept (nothing re-measured)
+    path = tmp_path / "runs" / "measures.json"
+    path.write_text(json.dumps({k: v for k, v in measures.items() if k != "finding3_null"}))
+    monkeypatch.setattr("headjax.app.reproduce.runner.finding1", None)  # would fail if called
+    reproduce(config, ("report",))
+    assert json.loads(path.read_text()) == measures
 
 
 @pytest.mark.parametrize("change, message", [

@@ -21,6 +21,7 @@ from headjax.heads.param_change import (
     head_parameter_mask,
     module_change,
     pattern_to_param_ratio,
+    random_relative_perturbation,
     relative_param_change,
     relative_pattern_change,
 )
@@ -77,7 +78,8 @@ __all__ = [
     "label_permutation_null", "module_change", "movement_toward", "mse", "normalize_pattern",
     "null_tested_fit", "p_value", "pattern_change", "pattern_to_param_ratio", "pearson",
     "per_sample_head_scores", "predict", "r_squared", "random_head_sets",
-    "random_set_jaccard_null", "relative_param_change", "relative_pattern_change",
+    "random_relative_perturbation", "random_set_jaccard_null", "relative_param_change",
+    "relative_pattern_change",
     "sample_weights", "shuffled_fit_null", "spearman", "task_overlap", "top_k_share", "trajectory",
     "SELECTIONS", "SIMILARITIES", "fraction_count", "pattern_similarity", "select_examples",
 ]

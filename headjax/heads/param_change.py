@@ -14,6 +14,8 @@ change stacks all four slices: ||d[q_h, k_g, v_g, o_h]||_F / ||[q_h, k_g, v_g, o
 Concentration: the smallest fraction of parameter entries whose squared changes add up to `mass`
 (e.g. 90%) of the total squared change.
 Pattern/parameter ratio: (||dAP||_F / ||AP_before||_F) / (||d theta||_2 / ||theta_before||_2).
+Its null: the same ratio for a random perturbation d theta of the same relative size (every
+array moved by that fraction of its own norm in a random direction).
 """
 
 from __future__ import annotations
@@ -133,6 +135,25 @@ def relative_param_change(before: Params, after: Params) -> float:
               for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True))
     den = sum(float(jnp.sum(a.astype(jnp.float32) ** 2)) for a in jax.tree.leaves(before))
     return float(np.sqrt(num / den))
+
+
+def random_relative_perturbation(params: Params, relative: float, key: jax.Array) -> Params:
+    """`params` with every floating-point array W moved by `relative` x ||W||_F in a uniformly
+    random direction (an isotropic Gaussian draw scaled to that norm), so that
+    `relative_param_change(params, result)` is `relative`: a change as large as a fine-tune's
+    that follows no gradient (Finding 3's null). Same tree, shapes and dtypes."""
+    leaves, treedef = jax.tree.flatten(params)
+    moved = []
+    for leaf, leaf_key in zip(leaves, jax.random.split(key, len(leaves)), strict=True):
+        w = jnp.asarray(leaf)
+        if not jnp.issubdtype(w.dtype, jnp.floating):
+            moved.append(leaf)
+            continue
+        w32 = w.astype(jnp.float32)
+        direction = jax.random.normal(leaf_key, w.shape, jnp.float32)
+        step = relative * jnp.linalg.norm(w32) / jnp.linalg.norm(direction)
+        moved.append((w32 + step * direction).astype(w.dtype))
+    return jax.tree.unflatten(treedef, moved)
 
 
 def relative_pattern_change(pattern_before: Float[Array, "layers heads"],

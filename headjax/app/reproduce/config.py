@@ -58,6 +58,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     # task's probe samples; 0 = all `probe_samples`). 11 head sets per task make it the
     # measures stage's largest cost.
     c.findings.ablation_samples = 0
+    # Finding 3's null (`findings.perturbation_null`): random perturbations of the base model as
+    # large as each task's SFT change, their patterns on the first perturbation_samples probes
+    # (0 draws: the null is 1, the pattern moving no more than the parameters).
+    c.findings.perturbation_draws = 2
+    c.findings.perturbation_samples = 32
     # The patterns the measures read: "none" (the raw scores, as the paper) or "sum_to_one"
     # (each checkpoint's pattern divided by its total, per-sample scores by the same total, so
     # that dAP shows how SFT rearranges the pattern and not how much the scores shrink as the
@@ -129,9 +134,10 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
         raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
     check_ranges(config, choices={"grid.select_similarity": SIMILARITIES,
                                   "findings.normalization": FINDINGS_NORMALIZATIONS},
-                 non_negative=("findings.ablation_samples",),
+                 non_negative=("findings.ablation_samples", "findings.perturbation_draws"),
                  positive=("findings.train_samples", "findings.steps", "findings.probe_samples",
-                           "findings.k", "findings.null_draws", "grid.epochs",
+                           "findings.k", "findings.null_draws", "findings.perturbation_samples",
+                           "grid.epochs",
                            "grid.preliminary_samples", "grid.warm_steps", "grid.eval_samples",
                            "grid.select_pool_samples", "grid.select_fraction",
                            "grid.lora_rank", "targets.eval_samples", "targets.steps",

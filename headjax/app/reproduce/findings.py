@@ -15,6 +15,7 @@ from headjax.data import probe_batches
 from headjax.heads import (
     ablation_effects,
     activated_heads,
+    activation_pattern,
     fit_combination,
     held_out_fit,
     label_permutation_null,
@@ -22,6 +23,7 @@ from headjax.heads import (
     null_tested_fit,
     p_value,
     random_head_sets,
+    random_relative_perturbation,
     relative_pattern_change,
     spearman,
     top_k_share,
@@ -196,3 +198,34 @@ def finding3(config, findings: dict) -> dict:
                       arrays["head_change"], np.abs(own[-1] - own[0])))}
     return out
 
+
+
+def perturbation_null(config, findings: dict, base_params, model_config, tokenizer) -> dict:
+    """Finding 3's null: the pattern/parameter ratio of a change as large as SFT's that follows
+    no gradient. Per task t and draw d: the base model moved by t's relative parameter change
+    (seed 0's run) in a random direction (`random_relative_perturbation`, key 3 folded with t's
+    index and d), its pattern and the base model's on t's first `findings.perturbation_samples`
+    probes (the same probes, `findings.normalization` applied), and their relative change over
+    the relative parameter change. For small changes the ratio does not depend on the change's
+    size, so it is the null of every seed. Returns {"tasks": {t: [ratio per draw]},
+    "mean_per_draw": [mean over tasks of each draw], "draws", "samples"}."""
+    f = config.findings
+    samples = min(f.perturbation_samples, f.probe_samples)
+    key, out = jax.random.key(3), {}
+    for index, t in enumerate(findings_tasks(config)):
+        batches = probe_batches(t, tokenizer, num_samples=samples,
+                                batch_size=config.base.heads.batch_size,
+                                max_len=config.base.data.max_len, seed=config.base.data.seed)
+
+        def pattern(params, batches=batches):
+            return activation_pattern(params, model_config, batches, progress=False,
+                                      normalization=f.normalization).mean
+
+        before, relative = pattern(base_params), float(findings[t]["param_change"])
+        out[t] = []
+        for draw in range(f.perturbation_draws):
+            moved = random_relative_perturbation(
+                base_params, relative, jax.random.fold_in(jax.random.fold_in(key, index), draw))
+            out[t].append(relative_pattern_change(before, pattern(moved)) / relative)
+    return {"tasks": out, "mean_per_draw": np.mean(list(out.values()), axis=0).tolist(),
+            "draws": f.perturbation_draws, "samples": samples}

@@ -190,16 +190,25 @@ def finding2_md(config, m) -> list[str]:
     return lines
 
 
-def finding3_md(config, m, cells) -> list[str]:
-    lines = ["## Finding 3: few parameters, large pattern shift", "",
-             "| task | ‖dθ‖/‖θ‖ | ‖dAP‖/‖AP‖ | ratio | entries holding 90% of "
-             "squared change | corr to base AP at probe steps | Spearman head dθ vs \\|dAP\\| |",
-             "|---|---|---|---|---|---|---|"]
+def finding3_md(config, m, cells, null: dict | None = None) -> list[str]:
+    """Finding 3's table (`m`: measures["finding3"]), with the ratio of random changes as large
+    as each task's SFT change beside SFT's when `null` (`findings.perturbation_null`) exists."""
+    lines = ["## Finding 3: few parameters, large pattern shift", ""]
+    if null:
+        lines += [f"Null: the base model moved as far as each task's SFT moved it, in a random "
+                  f"direction ({null['draws']} draws, patterns on {null['samples']} of the "
+                  "task's probes): the ratio a change of that size gives when it follows no "
+                  "gradient.", ""]
+    lines += ["| task | ‖dθ‖/‖θ‖ | ‖dAP‖/‖AP‖ | ratio | random change's ratio | entries "
+              "holding 90% of squared change | corr to base AP at probe steps | Spearman head "
+              "dθ vs \\|dAP\\| |", "|---|---|---|---|---|---|---|---|"]
     for t, r in m.items():
         corr = ", ".join(f"{c:.2f}" for c in r["corr_to_base"])
+        drawn = (", ".join(f"{v:.3g}" for v in null["tasks"][t]) if null
+                 else "not measured")
         lines.append(f"| {t} | {r['param_change']:.2e} | {r['pattern_change']:.3f} | "
-                     f"{r['ratio']:.0f} | {100 * r['concentration_90']:.1f}% | {corr} | "
-                     f"{r['spearman_head_param_vs_pattern']:.3f} |")
+                     f"{r['ratio']:.0f} | {drawn} | {100 * r['concentration_90']:.1f}% | "
+                     f"{corr} | {r['spearman_head_param_vs_pattern']:.3f} |")
     lines += ["", "Controlled: target SFT on few samples updating only some heads (grid runs); "
               "the target's AP move toward its full-SFT AP (relative reduction of the distance, "
               "mean ± std over seeds).", "",

@@ -119,7 +119,7 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         lines += verdicts_per_model_md(studies(config, measures), doc.parent)
     lines += finding1_md(config, measures["finding1"]) + seeds_md(config, measures, "finding1")
     lines += finding2_md(config, measures["finding2"]) + seeds_md(config, measures, "finding2")
-    lines += (finding3_md(config, measures["finding3"], by_cell)
+    lines += (finding3_md(config, measures["finding3"], by_cell, measures.get("finding3_null"))
               + seeds_md(config, measures, "finding3"))
     if BASE_KEY in results:
         lines += improvement_md(config, results, by_cell)

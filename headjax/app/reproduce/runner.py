@@ -11,7 +11,13 @@ import jax
 import ml_collections
 
 from headjax.app.reproduce.config import findings_tasks, validate_reproduce
-from headjax.app.reproduce.findings import finding1, finding2, finding3, own_change
+from headjax.app.reproduce.findings import (
+    finding1,
+    finding2,
+    finding3,
+    own_change,
+    perturbation_null,
+)
 from headjax.app.reproduce.findings_stage import load_findings, run_findings
 from headjax.app.reproduce.grid import load_results, run_grid
 from headjax.app.reproduce.pilot import run_pilot
@@ -41,6 +47,18 @@ def measures_lack_seeds(config: ml_collections.ConfigDict, path: Path) -> bool:
         return True
     per_seed = json.loads(path.read_text()).get("seeds", {})
     return sorted(per_seed) != sorted(str(s) for s in config.findings.seeds)
+
+
+def measures_lack_null(config: ml_collections.ConfigDict, path: Path) -> bool:
+    """True when `path` (measures.json) holds no Finding 3 null of `findings.perturbation_draws`
+    draws on `perturbation_samples` probes (or holds one that is no longer configured): the
+    report stage then measures the null alone and keeps the other measures."""
+    f = config.findings
+    null = json.loads(path.read_text()).get("finding3_null")
+    if not f.perturbation_draws:
+        return null is not None
+    return null is None or (null["draws"], null["samples"]) != (
+        f.perturbation_draws, min(f.perturbation_samples, f.probe_samples))
 
 
 def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> None:
@@ -92,11 +110,19 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
     measures_path = Path(config.out_dir) / "measures.json"
+    measures = None
     if "measures" in stages or ("report" in stages and measures_lack_seeds(config,
                                                                            measures_path)):
         measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
                     "finding2": finding2(config, findings),
                     "finding3": finding3(config, findings)}
+    elif "report" in stages and measures_lack_null(config, measures_path):
+        measures = json.loads(measures_path.read_text())  # measured before the null: add it
+    if measures is not None:
+        measures.pop("finding3_null", None)
+        if config.findings.perturbation_draws:
+            measures["finding3_null"] = perturbation_null(config, findings, base_params,
+                                                          model_config, tokenizer)
         measures["seeds"] = seed_headlines(config, measures)
         if jax.process_index() == 0:
             measures_path.write_text(json.dumps(measures, indent=2))

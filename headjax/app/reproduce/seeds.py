@@ -49,7 +49,8 @@ HEADLINES = (
     Headline("finding2", "r2_held_out", "held-out R^2 (weights fitted on the other half of "
              "the probes)", "0 (no prediction)", "above"),
     Headline("finding3", "ratio", "relative pattern change / relative parameter change, mean "
-             "over tasks", "1 (the pattern moves no more than the parameters)", "above"),
+             "over tasks", "a random change as large as SFT's (mean over tasks; 1 without "
+             "`findings.perturbation_draws`)", "above"),
 )
 
 
@@ -70,8 +71,17 @@ def read_headlines(measures: dict) -> dict[str, dict]:
         "r2": {"value": basic["r2_ols"], "null_mean": basic["shuffled_r2_mean"],
                "null_point": basic["shuffled_r2_p95"], "probe_ci": basic["r2_ols_ci"]},
         "r2_held_out": fixed(f2["held_out"]["r2_held_out_half"], 0.0),
-        "ratio": fixed(np.mean([r["ratio"] for r in f3.values()]), 1.0),
+        "ratio": _ratio_headline(np.mean([r["ratio"] for r in f3.values()]),
+                                 measures.get("finding3_null")),
     }
+
+
+def _ratio_headline(value: float, null: dict | None) -> dict:
+    """Finding 3's headline against `findings.perturbation_null`'s draws (mean over draws and
+    the largest, the draws' mean over tasks), or against 1 without them."""
+    draws = (null or {}).get("mean_per_draw") or [1.0]
+    return {"value": float(value), "null_mean": float(np.mean(draws)),
+            "null_point": float(np.max(draws))}
 
 
 def seed_headlines(config: ml_collections.ConfigDict, measures: dict) -> dict[str, dict]:
@@ -85,7 +95,8 @@ def seed_headlines(config: ml_collections.ConfigDict, measures: dict) -> dict[st
         findings = load_findings(config, seed)
         out[str(seed)] = read_headlines({"finding1": task_specificity(config, findings),
                                          "finding2": finding2(config, findings),
-                                         "finding3": finding3(config, findings)})
+                                         "finding3": finding3(config, findings),
+                                         "finding3_null": measures.get("finding3_null")})
     return out
 
 
