@@ -199,7 +199,6 @@ def finding3(config, findings: dict) -> dict:
     return out
 
 
-
 def perturbation_null(config, findings: dict, base_params, model_config, tokenizer) -> dict:
     """Finding 3's null: the pattern/parameter ratio of a change as large as SFT's that follows
     no gradient. Per task t and draw d: the base model moved by t's relative parameter change
