@@ -29,12 +29,18 @@ def power_doc_path(config: ml_collections.ConfigDict) -> Path:
     return doc.with_name(f"{doc.stem}_power.md")
 
 
+def powered_grid(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(methods, budgets) of the grid whose comparison the design powers: `power.grid_methods`
+    and `power.grid_budgets`, each () meaning the grid's own."""
+    p, g = config.power, config.grid
+    return tuple(p.grid_methods) or tuple(g.methods), tuple(p.grid_budgets) or tuple(g.budgets)
+
+
 def study_shape(config: ml_collections.ConfigDict, model_config, steps: int) -> Study:
     """The study's fixed shape under `config` with findings runs of `steps` steps and the grid of
-    `power.grid_methods` x `power.grid_budgets`."""
+    `powered_grid`."""
     f, g = config.findings, config.grid
-    methods = tuple(config.power.grid_methods) or tuple(g.methods)
-    budgets = tuple(config.power.grid_budgets) or tuple(g.budgets)
+    methods, budgets = powered_grid(config)
     grid_steps = 0
     for budget in budgets:
         for method in methods:
@@ -91,6 +97,7 @@ def _pilot_md(config, rows, costs, accuracy, noise) -> list[str]:
 
 def _design_md(config, rows, study, noise) -> list[str]:
     p = config.power
+    methods, budgets = powered_grid(config)
     best, why = choose(rows, p.r2_half_width, p.detect, p.cpu_hours)
     lines = ["## Power", "",
              f"Goals: Finding 2's R^2 within +-{p.r2_half_width} of its true value with 95% "
@@ -105,8 +112,7 @@ def _design_md(config, rows, study, noise) -> list[str]:
              f"variance from 0). {_grid_steps_md(config, noise[-1].steps)} "
              f"Cost: {study.findings_tasks} "
              f"findings tasks x seeds, {study.grid_cells} grid cells "
-             f"({', '.join(p.grid_methods or config.grid.methods)} at budgets "
-             f"{tuple(p.grid_budgets or config.grid.budgets)}: {study.grid_steps} SFT steps) per "
+             f"({', '.join(methods)} at budgets {budgets}: {study.grid_steps} SFT steps) per "
              "grid seed.", "",
              "R^2 95% error bound by probes x findings seeds (rows: SFT steps):", "",
              "| steps | probes | " + " | ".join(f"{s} seed(s)" for s in p.findings_seeds) + " |",
@@ -146,8 +152,7 @@ def _design_md(config, rows, study, noise) -> list[str]:
 def _grid_steps_md(config, pilot_steps: int) -> str:
     """The powered grid's target steps per budget, and a caveat for those whose steps are not
     the `pilot_steps` the spread was measured at."""
-    budgets = tuple(config.power.grid_budgets) or tuple(config.grid.budgets)
-    steps = {b: target_steps(config, b) for b in budgets}
+    steps = {b: target_steps(config, b) for b in powered_grid(config)[1]}
     text = "Target steps of the powered grid: " + ", ".join(
         f"{s} at budget {b}" for b, s in steps.items()) + "."
     other = [b for b, s in steps.items() if s != pilot_steps]
