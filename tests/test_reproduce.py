@@ -14,7 +14,7 @@ from helpers_tasks import digit_task
 
 from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
 from headjax.app.reproduce.grid import BASE_KEY, method_config, target_steps
-from headjax.app.reproduce.markdown import improvement_md
+from headjax.app.reproduce.markdown import fewest_samples_md, improvement_md
 from headjax.app.reproduce.runner import reproduce
 from headjax.app.reproduce.statistics import cells
 
@@ -174,3 +174,26 @@ def test_a_partial_grid_says_how_much_of_the_design_ran():
             "0.318 | no clear difference | 11 |") in text
     results.update({r["key"]: r for r in (row("plain", 2, 0.2), row("warm_pattern", 2, 0.3))})
     assert "partial grid" not in "\n".join(improvement_md(config, results, cells(results)))
+
+
+def test_fewest_samples_weighs_the_interval_beside_the_mean():
+    def rows(method, budget, accuracies):
+        return [{"method": method, "budget": budget, "seed": s, "accuracy": a,
+                 "heldout_loss": 1.0 - a} for s, a in enumerate(accuracies)]
+
+    cells = {("plain", 32): rows("plain", 32, [0.05, 0.06, 0.07]),
+             ("plain", 128): rows("plain", 128, [0.10, 0.11, 0.12]),
+             ("warm", 32): rows("warm", 32, [0.02, 0.03, 0.04]),
+             ("warm", 128): rows("warm", 128, [0.095, 0.105, 0.115])}
+    text = "\n".join(fewest_samples_md(cells, ["plain", "warm"], [32, 128], "accuracy",
+                                       "accuracy", 100.0))
+    # SD 1 pp over 3 seeds: 95% half-width t(2) x 1 / sqrt(3) = 2.484 pp
+    assert "plain SFT's mean accuracy at 128 samples (11.000)" in text
+    assert "- plain: by its mean 128, by its interval 128 (11.000 ± 2.484 at 128)" in text
+    # warm's mean 10.5 falls short of 11 and its interval's top (12.98) reaches it; at 32
+    # samples neither does (3 + 2.48)
+    assert "- warm: by its mean not within the grid, by its interval 128 (10.500 ± 2.484" in text
+    loss = "\n".join(fewest_samples_md(cells, ["warm"], [32, 128], "heldout_loss",
+                                       "held-out loss", 1.0))
+    assert "- warm: by its mean not within the grid, by its interval 128 (0.895 ± 0.025" in loss
+    assert fewest_samples_md({}, ["warm"], [32], "accuracy", "accuracy", 100.0) == []
