@@ -168,6 +168,9 @@ def test_a_partial_grid_says_how_much_of_the_design_ran():
                                         row("heads_random", 0, 0.5))}}  # not in the design
     text = "\n".join(improvement_md(config, results, cells(results)))
     assert "4 of the design's 6 runs (methods x budgets x seeds = 2 x 1 x 3)" in text
+    # a run outside the design is shown and named as such, and does not count toward it
+    assert "`--config.grid.methods`: heads_random (seeds 0 at 32 samples)." in text
+    assert "| heads_random | 32 | 1 | 8 | 10 | 50.0 |" in text
     # paired over seeds 0 and 1: differences 0.05 and 0.10, SD 0.0354, t(1) half-width 31.8 pp;
     # 0.0354^2 (1.959964 + 0.841621)^2 / 0.03^2 = 10.9 -> 11 seeds to detect 3 pp
     assert ("| warm_pattern | plain | 32 | 2 | 7.5 ± 31.8 | no clear difference | -0.075 ± "
@@ -186,14 +189,14 @@ def test_fewest_samples_weighs_the_interval_beside_the_mean():
              ("warm", 32): rows("warm", 32, [0.02, 0.03, 0.04]),
              ("warm", 128): rows("warm", 128, [0.095, 0.105, 0.115])}
     text = "\n".join(fewest_samples_md(cells, ["plain", "warm"], [32, 128], "accuracy",
-                                       "accuracy", 100.0))
-    # SD 1 pp over 3 seeds: 95% half-width t(2) x 1 / sqrt(3) = 2.484 pp
-    assert "plain SFT's mean accuracy at 128 samples (11.000)" in text
-    assert "- plain: by its mean 128, by its interval 128 (11.000 ± 2.484 at 128)" in text
+                                       "accuracy %", 100.0, 2))
+    # SD 1 pp over 3 seeds: 95% half-width t(2) x 1 / sqrt(3) = 2.48 pp
+    assert "plain SFT's mean accuracy % at 128 samples (11.00)" in text
+    assert "- plain: mean 128, interval 128 (32: 6.00 ± 2.48; 128: 11.00 ± 2.48)" in text
     # warm's mean 10.5 falls short of 11 and its interval's top (12.98) reaches it; at 32
     # samples neither does (3 + 2.48)
-    assert "- warm: by its mean not within the grid, by its interval 128 (10.500 ± 2.484" in text
+    assert "- warm: mean none, interval 128 (32: 3.00 ± 2.48; 128: 10.50 ± 2.48)" in text
     loss = "\n".join(fewest_samples_md(cells, ["warm"], [32, 128], "heldout_loss",
-                                       "held-out loss", 1.0))
-    assert "- warm: by its mean not within the grid, by its interval 128 (0.895 ± 0.025" in loss
-    assert fewest_samples_md({}, ["warm"], [32], "accuracy", "accuracy", 100.0) == []
+                                       "held-out loss", 1.0, 3))
+    assert "- warm: mean none, interval 128 (32: 0.970 ± 0.025; 128: 0.895 ± 0.025)" in loss
+    assert fewest_samples_md({}, ["warm"], [32], "accuracy", "accuracy", 100.0, 1) == []

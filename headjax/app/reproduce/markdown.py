@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from headjax.app.reproduce.config import METHODS
 from headjax.app.reproduce.findings import ablation_samples
 from headjax.app.reproduce.grid import BASE_KEY
 from headjax.app.reproduce.power import seeds_to_detect
@@ -227,9 +228,27 @@ def finding3_md(config, m, cells, null: dict | None = None) -> list[str]:
     return lines
 
 
+def outside_design_md(config, cells) -> tuple[list[str], list[str]]:
+    """(the methods of `cells` that `grid.methods` leaves out, in `METHODS` order; a line naming
+    their seeds and budgets). Runs made with other `--config.grid.methods` or seeds into the same
+    `out_dir` are results of the same settings (`grid.check_same`), so the report shows them."""
+    extra = [m for m in METHODS if m not in config.grid.methods and any(k[0] == m for k in cells)]
+    if not extra:
+        return [], []
+    runs = []
+    for method in extra:
+        budgets = sorted(b for m, b in cells if m == method)
+        seeds = sorted({r["seed"] for b in budgets for r in cells[(method, b)]})
+        runs.append(f"{method} (seeds {', '.join(map(str, seeds))} at "
+                    f"{', '.join(map(str, budgets))} samples)")
+    return extra, [f"Also shown: methods outside the design's `grid.methods`, run into the same "
+                   f"folder with `--config.grid.methods`: {'; '.join(runs)}.", ""]
+
+
 def improvement_md(config, results, cells) -> list[str]:
     base = results[BASE_KEY]
-    methods = [m for m in config.grid.methods if any(k[0] == m for k in cells)]
+    extra, extra_md = outside_design_md(config, cells)
+    methods = [m for m in config.grid.methods if any(k[0] == m for k in cells)] + extra
     budgets = sorted({b for _, b in cells})
     g = config.grid
     designed = len(g.budgets) * len(g.methods) * len(g.seeds)
@@ -240,7 +259,7 @@ def improvement_md(config, results, cells) -> list[str]:
                 f"budgets x seeds = {len(g.methods)} x {len(g.budgets)} x {len(g.seeds)}) have "
                 "been made; rerunning the grid stage makes the rest. Intervals below are over "
                 "the seeds each cell has, pairs over the seeds both cells have.", ""])
-    lines = ["## Improvements against their baselines", "", *partial,
+    lines = ["## Improvements against their baselines", "", *partial, *extra_md,
              f"Target {config.findings.target}; base model: accuracy "
              f"{100 * base['accuracy']:.1f}% and held-out loss {base['heldout_loss']:.3f} "
              f"nats/token on the same {base['n_eval']} test examples. Mean ± std over seeds "
@@ -284,9 +303,9 @@ def improvement_md(config, results, cells) -> list[str]:
                              f"{verdict(acc.mean, acc.half, 'higher')} | "
                              f"{_pm(loss.mean, loss.half, 3)} | "
                              f"{verdict(loss.mean, loss.half, 'lower')} | {needed} |")
-    for field, name, scale in (("heldout_loss", "held-out loss", 1.0), ("accuracy", "accuracy",
-                                                                        100.0)):
-        lines += fewest_samples_md(cells, methods, budgets, field, name, scale)
+    for field, name, scale, digits in (("heldout_loss", "held-out loss", 1.0, 3),
+                                       ("accuracy", "accuracy %", 100.0, 1)):
+        lines += fewest_samples_md(cells, methods, budgets, field, name, scale, digits)
     failed = sorted({r["error"] for r in results.values() if "error" in r})
     if failed:
         lines += ["", "Runs that could not be made: " + "; ".join(failed)]
@@ -295,35 +314,36 @@ def improvement_md(config, results, cells) -> list[str]:
     return lines + anchors_md(methods)
 
 
-def fewest_samples_md(cells, methods, budgets, field: str, name: str, scale: float) -> list[str]:
+def fewest_samples_md(cells, methods, budgets, field: str, name: str, scale: float,
+                      digits: int) -> list[str]:
     """For each method, the fewest target samples (of `budgets`) at which it reaches plain
     SFT's mean `field` at the largest budget: by its mean, and by its 95% t-interval over seeds
-    (accuracy: higher is better, held-out loss: lower). A method whose mean falls short where its
-    interval reaches is not shown to need more samples. [] when plain did not run there."""
+    (accuracy: higher is better, held-out loss: lower), with its mean ± half-width per budget
+    (times `scale`). [] when plain did not run there."""
     reference = cells.get(("plain", budgets[-1]), [])
     if not reference:
         return []
     higher = field == "accuracy"
     goal = float(np.mean([r[field] for r in reference]))
 
-    def reaches(value):
-        return value >= goal if higher else value <= goal
-
     def first(values):
-        return next((str(b) for b, v in values.items() if reaches(v)), "not within the grid")
+        reached = [b for b, v in values.items() if (v >= goal if higher else v <= goal)]
+        return str(reached[0]) if reached else "none"
 
     lines = ["", f"Fewest target samples at which a method reaches plain SFT's mean {name} at "
-             f"{budgets[-1]} samples ({scale * goal:.3f}), by its mean and by its 95% "
-             "interval over seeds:", ""]
+             f"{budgets[-1]} samples ({scale * goal:.{digits}f}): the first budget whose mean "
+             "reaches it, and the first whose 95% interval over seeds does (where only the "
+             "interval reaches it, the grid cannot tell whether the method needs more samples).",
+             ""]
     for method in methods:
         stats = {b: mean_ci([r[field] for r in cells[(method, b)]])
                  for b in budgets if cells.get((method, b))}
-        means = {b: m for b, (m, _, _) in stats.items()}
         edges = {b: m + (0.0 if np.isnan(h) else h if higher else -h)
                  for b, (m, _, h) in stats.items()}
-        last, (mean, _, half) = list(stats.items())[-1]
-        lines.append(f"- {method}: by its mean {first(means)}, by its interval {first(edges)} "
-                     f"({_pm(scale * mean, scale * half, 3)} at {last})")
+        values = "; ".join(f"{b}: {_pm(scale * m, scale * h, digits)}"
+                           for b, (m, _, h) in stats.items())
+        lines.append(f"- {method}: mean {first({b: s[0] for b, s in stats.items()})}, "
+                     f"interval {first(edges)} ({values})")
     return lines
 
 
