@@ -169,7 +169,7 @@ def test_a_partial_grid_says_how_much_of_the_design_ran():
     text = "\n".join(improvement_md(config, results, cells(results)))
     assert "4 of the design's 6 runs (methods x budgets x seeds = 2 x 1 x 3)" in text
     # a run outside the design is shown and named as such, and does not count toward it
-    assert "`--config.grid.methods`: heads_random (seeds 0 at 32 samples)." in text
+    assert "`--config.grid.methods`: heads_random (seed 0 at 32 samples)." in text
     assert "| heads_random | 32 | 1 | 8 | 10 | 50.0 |" in text
     # paired over seeds 0 and 1: differences 0.05 and 0.10, SD 0.0354, t(1) half-width 31.8 pp;
     # 0.0354^2 (1.959964 + 0.841621)^2 / 0.03^2 = 10.9 -> 11 seeds to detect 3 pp

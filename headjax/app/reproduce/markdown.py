@@ -239,7 +239,8 @@ def outside_design_md(config, cells) -> tuple[list[str], list[str]]:
     for method in extra:
         budgets = sorted(b for m, b in cells if m == method)
         seeds = sorted({r["seed"] for b in budgets for r in cells[(method, b)]})
-        runs.append(f"{method} (seeds {', '.join(map(str, seeds))} at "
+        runs.append(f"{method} (seed{'s' if len(seeds) > 1 else ''} "
+                    f"{', '.join(map(str, seeds))} at "
                     f"{', '.join(map(str, budgets))} samples)")
     return extra, [f"Also shown: methods outside the design's `grid.methods`, run into the same "
                    f"folder with `--config.grid.methods`: {'; '.join(runs)}.", ""]
