@@ -189,7 +189,7 @@ def test_fewest_samples_weighs_the_interval_beside_the_mean():
              ("warm", 32): rows("warm", 32, [0.02, 0.03, 0.04]),
              ("warm", 128): rows("warm", 128, [0.095, 0.105, 0.115])}
     text = "\n".join(fewest_samples_md(cells, ["plain", "warm"], [32, 128], "accuracy",
-                                       "accuracy %", 100.0, 2))
+                                       "accuracy %", True, 100.0, 2))
     # SD 1 pp over 3 seeds: 95% half-width t(2) x 1 / sqrt(3) = 2.48 pp
     assert "plain SFT's mean accuracy % at 128 samples (11.00)" in text
     assert "- plain: mean 128, interval 128 (32: 6.00 ± 2.48; 128: 11.00 ± 2.48)" in text
@@ -197,6 +197,6 @@ def test_fewest_samples_weighs_the_interval_beside_the_mean():
     # samples neither does (3 + 2.48)
     assert "- warm: mean none, interval 128 (32: 3.00 ± 2.48; 128: 10.50 ± 2.48)" in text
     loss = "\n".join(fewest_samples_md(cells, ["warm"], [32, 128], "heldout_loss",
-                                       "held-out loss", 1.0, 3))
+                                       "held-out loss", False, 1.0, 3))
     assert "- warm: mean none, interval 128 (32: 0.970 ± 0.025; 128: 0.895 ± 0.025)" in loss
-    assert fewest_samples_md({}, ["warm"], [32], "accuracy", "accuracy", 100.0, 1) == []
+    assert fewest_samples_md({}, ["warm"], [32], "accuracy", "accuracy", True, 100.0, 1) == []

@@ -230,9 +230,10 @@ def finding3_md(config, m, cells, null: dict | None = None) -> list[str]:
 
 def outside_design_md(config, cells) -> tuple[list[str], list[str]]:
     """(the methods of `cells` that `grid.methods` leaves out, in `METHODS` order; a line naming
-    their seeds and budgets). Runs made with other `--config.grid.methods` or seeds into the same
+    their seeds and budgets). Runs made with other `--config.grid.methods` into the same
     `out_dir` are results of the same settings (`grid.check_same`), so the report shows them."""
-    extra = [m for m in METHODS if m not in config.grid.methods and any(k[0] == m for k in cells)]
+    ran = {m for m, _ in cells}
+    extra = [m for m in METHODS if m not in config.grid.methods and m in ran]
     if not extra:
         return [], []
     runs = []
@@ -249,7 +250,8 @@ def outside_design_md(config, cells) -> tuple[list[str], list[str]]:
 def improvement_md(config, results, cells) -> list[str]:
     base = results[BASE_KEY]
     extra, extra_md = outside_design_md(config, cells)
-    methods = [m for m in config.grid.methods if any(k[0] == m for k in cells)] + extra
+    ran = {m for m, _ in cells}
+    methods = [m for m in config.grid.methods if m in ran] + extra
     budgets = sorted({b for _, b in cells})
     g = config.grid
     designed = len(g.budgets) * len(g.methods) * len(g.seeds)
@@ -304,9 +306,9 @@ def improvement_md(config, results, cells) -> list[str]:
                              f"{verdict(acc.mean, acc.half, 'higher')} | "
                              f"{_pm(loss.mean, loss.half, 3)} | "
                              f"{verdict(loss.mean, loss.half, 'lower')} | {needed} |")
-    for field, name, scale, digits in (("heldout_loss", "held-out loss", 1.0, 3),
-                                       ("accuracy", "accuracy %", 100.0, 1)):
-        lines += fewest_samples_md(cells, methods, budgets, field, name, scale, digits)
+    for field, name, higher, scale, digits in (("heldout_loss", "held-out loss", False, 1.0, 3),
+                                               ("accuracy", "accuracy %", True, 100.0, 1)):
+        lines += fewest_samples_md(cells, methods, budgets, field, name, higher, scale, digits)
     failed = sorted({r["error"] for r in results.values() if "error" in r})
     if failed:
         lines += ["", "Runs that could not be made: " + "; ".join(failed)]
@@ -315,16 +317,15 @@ def improvement_md(config, results, cells) -> list[str]:
     return lines + anchors_md(methods)
 
 
-def fewest_samples_md(cells, methods, budgets, field: str, name: str, scale: float,
-                      digits: int) -> list[str]:
+def fewest_samples_md(cells, methods, budgets, field: str, name: str, higher: bool,
+                      scale: float, digits: int) -> list[str]:
     """For each method, the fewest target samples (of `budgets`) at which it reaches plain
-    SFT's mean `field` at the largest budget: by its mean, and by its 95% t-interval over seeds
-    (accuracy: higher is better, held-out loss: lower), with its mean ± half-width per budget
-    (times `scale`). [] when plain did not run there."""
+    SFT's mean `field` at the largest budget (`higher`: higher is better, else lower): by its
+    mean, and by its 95% t-interval over seeds, with its mean ± half-width per budget (times
+    `scale`). [] when plain did not run there."""
     reference = cells.get(("plain", budgets[-1]), [])
     if not reference:
         return []
-    higher = field == "accuracy"
     goal = float(np.mean([r[field] for r in reference]))
 
     def first(values):
