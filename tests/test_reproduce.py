@@ -75,6 +75,9 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
     head_lora = method_config(config, 4, "lora_pattern", 0, dap)
     assert head_lora.lora.enabled and head_lora.guide.heads == "pattern"
     assert head_lora.guide.lora_budget_rank == config.grid.lora_rank
+    for run in (lora_all, head_lora):  # LoRA at its own rate, the rest at the base one
+        assert run.train.lr == pytest.approx(config.base.train.lr * config.grid.lora_lr_scale)
+    assert plain.train.lr == select.train.lr == config.base.train.lr
 
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatch):
@@ -120,6 +123,12 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
 
     reproduce(config, ("grid",))  # everything is done: nothing runs again
     assert results.read_text().count("\n") == len(rows)
+    assert {r["lr"] for r in rows if r["key"] != BASE_KEY} == {config.base.train.lr}
+    config.base.train.lr = 3e-2  # rows of another rate are not mixed in
+    with pytest.raises(ValueError, match=r"results.jsonl: \['n4_heads_pattern_s0', .*"
+                                         r"another learning rate"):
+        reproduce(config, ("grid",))
+    config.base.train.lr = 1e-2
 
     # Finding 3's null: 2 random changes per task as large as its SFT's, on its 4 probes
     null = measures["finding3_null"]

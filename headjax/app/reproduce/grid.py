@@ -18,7 +18,8 @@ names (`headjax.app.guide`):
                     pattern to the target's, with the target samples, warm + target steps
     select_random   as many pool examples at random, likewise
     select_all      the whole pool, likewise
-    lora_all        plain LoRA: rank-`lora_rank` adapters on the `lora_targets` projections
+    lora_all        plain LoRA: rank-`lora_rank` adapters on the `lora_targets` projections, at
+                    `lora_lr_scale` times the learning rate (as every lora_* run)
     lora_pattern    head-LoRA (`headjax.lora`) on the top `head_fraction` heads by the target's
                     pattern only, its rank set so its adapters hold about as many parameters as
                     lora_all's (`guide.lora_budget_rank`)
@@ -70,6 +71,13 @@ def target_steps(config: ml_collections.ConfigDict, budget: int) -> int:
     return math.ceil(config.grid.epochs * budget / config.base.train.batch_size)
 
 
+def method_lr(config: ml_collections.ConfigDict, method: str) -> float:
+    """The learning rate a grid method trains at: `grid.lora_lr_scale` times the base one for
+    LoRA, the base one otherwise."""
+    scale = config.grid.lora_lr_scale if method.startswith("lora_") else 1.0
+    return config.base.train.lr * scale
+
+
 def method_config(config: ml_collections.ConfigDict, budget: int, method: str, seed: int,
                   dap_path: str | Path) -> ml_collections.ConfigDict:
     """The run config of one grid cell (see the module docstring)."""
@@ -87,6 +95,7 @@ def method_config(config: ml_collections.ConfigDict, budget: int, method: str, s
     if kind == "lora":
         c.lora.update(enabled=True, targets=tuple(g.lora_targets), rank=g.lora_rank,
                       alpha=2.0 * g.lora_rank)
+        c.train.lr = method_lr(config, method)
         if choice != "all":
             c.guide.update(heads=choice, head_fraction=g.head_fraction,
                            lora_budget_rank=g.lora_rank)
@@ -184,6 +193,12 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
     path = Path(config.out_dir) / "results.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
+    stale = sorted(k for k, r in done.items()
+                   if "lr" in r and not math.isclose(r["lr"], method_lr(config, r["method"])))
+    if stale:  # rows of before this field have none, and ran at the base rate
+        raise ValueError(f"{path}: {stale} ran at another learning rate than their method's "
+                         "now (base.train.lr, grid.lora_lr_scale); move the file (and its "
+                         "folder) away to measure again")
     evaluate = functools.partial(evaluate_target, config, model_config=model_config,
                                  tokenizer=tokenizer, base_pattern=base_pattern,
                                  goal_pattern=goal_pattern)
@@ -212,7 +227,8 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                     append_row(path, done[key])
                     continue
                 row = {"key": key, "budget": budget, "method": method, "seed": seed,
-                       "steps": run.train.steps, **evaluate(params=model_params(state.params)),
+                       "steps": run.train.steps, "lr": run.train.lr,
+                       **evaluate(params=model_params(state.params)),
                        "trainable_parameters": record["trainable_parameters"],
                        "total_parameters": record["total_parameters"],
                        "mixture": record.get("weights"), "counts": record.get("counts"),
