@@ -44,7 +44,8 @@ def _config(model_dir, out):
     c.grid.update(budgets=(4,), epochs=2, seeds=(0, 1), preliminary_samples=8, warm_steps=1,
                   head_fraction=0.25, eval_samples=4,
                   methods=("plain", "heads_pattern", "heads_random", "warm_pattern",
-                           "select_pattern"), select_pool_samples=4, select_fraction=0.25)
+                           "select_pattern", "lora_pattern"), select_pool_samples=4,
+                  select_fraction=0.25)
     return c
 
 
@@ -94,16 +95,17 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     for heading in ("## Finding 1", "## Finding 2", "## Finding 3",
                     "## Improvements against their baselines", "## Figures"):
         assert heading in text
-    # the anchors beside the rows they speak to; lora_* did not run here
+    # the anchors beside the rows they speak to
     assert "| P2D (arXiv 2605.21558) | " in text and "| select_pattern, heads_pattern |" in text
-    assert "| LoFiT (arXiv 2406.01563) | " in text and "| heads_pattern |" in text
+    assert "| LoFiT (arXiv 2406.01563) | " in text and "| heads_pattern, lora_pattern |" in text
+    assert "LoRA rank 8 on q, k, v, o at lr 0.1 (10 x the base)" in text
     assert "| LESS (arXiv 2402.04333) | " in text
     for figure in ("dap_heatmaps.png", "nnls_weights.png", "trajectory.png", "ablation.png",
                    "improvement_accuracy.png", "improvement_loss.png", "param_vs_pattern.png"):
         assert (doc.parent / "reproduction" / figure).read_bytes()[:4] == b"\x89PNG"
     results = tmp_path / "runs" / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len(rows) == 1 + 2 * 5  # the base model, then 2 seeds x 5 methods
+    assert len(rows) == 1 + 2 * 6  # the base model, then 2 seeds x 6 methods
     by_key = {r["key"]: r for r in rows}
     heads = by_key["n4_heads_pattern_s0"]
     assert heads["trainable_parameters"] < heads["total_parameters"]
@@ -123,7 +125,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
 
     reproduce(config, ("grid",))  # everything is done: nothing runs again
     assert results.read_text().count("\n") == len(rows)
-    assert {r["lr"] for r in rows if r["key"] != BASE_KEY} == {config.base.train.lr}
+    assert {r["lr"] for r in rows if r["key"] != BASE_KEY} == {1e-2, 1e-1}  # base; LoRA
     config.base.train.lr = 3e-2  # rows of another rate are not mixed in
     with pytest.raises(ValueError, match=r"results.jsonl: \['n4_heads_pattern_s0', .*"
                                          r"another learning rate"):

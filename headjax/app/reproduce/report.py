@@ -20,7 +20,7 @@ import ml_collections
 from headjax.app.reproduce.config import findings_tasks, load_config_file
 from headjax.app.reproduce.figures import figures
 from headjax.app.reproduce.findings_stage import findings_path
-from headjax.app.reproduce.grid import BASE_KEY
+from headjax.app.reproduce.grid import BASE_KEY, method_lr
 from headjax.app.reproduce.markdown import (
     finding1_md,
     finding2_md,
@@ -103,8 +103,12 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"- Grid: target {f.target}, budgets {tuple(g.budgets)} training samples, "
         f"{g.epochs} epochs each, methods {', '.join(g.methods)}, seeds {tuple(g.seeds)}; "
         f"preliminary set {g.preliminary_samples} basic examples, warm start {g.warm_steps} "
-        f"steps, head fraction {g.head_fraction}; evaluation on {g.eval_samples} test examples"
-        f" (greedy, {b.eval.max_new_tokens} new tokens).",
+        f"steps, head fraction {g.head_fraction}; "
+        + (f"LoRA rank {g.lora_rank} on {', '.join(g.lora_targets)} at lr "
+           f"{method_lr(config, 'lora_all'):g} ({g.lora_lr_scale:g} x the base); "
+           if any(r["method"].startswith("lora_") for r in runs) else "")
+        + f"evaluation on {g.eval_samples} test examples (greedy, {b.eval.max_new_tokens} new "
+        "tokens).",
         f"- Wall time, by the machine each run ran on: findings training "
         f"{wall_by_machine(_findings_runs(config))}; "
         + (f"the {len(runs)} grid runs {grid_wall} (warm starts shared across budgets count in "
