@@ -144,6 +144,15 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     monkeypatch.setattr("headjax.app.reproduce.runner.finding1", None)  # would fail if called
     reproduce(config, ("report",))
     assert json.loads(path.read_text()) == measures
+    # a seed added later: its runs, then its headlines beside seed 0's, nothing else measured
+    monkeypatch.setattr("headjax.app.reproduce.runner.perturbation_null", None)
+    config.findings.seeds = (0, 1)
+    text = reproduce(config, ("findings", "report")).read_text()
+    added = json.loads(path.read_text())
+    assert sorted(added["seeds"]) == ["0", "1"] and added["seeds"]["0"] == measures["seeds"]["0"]
+    assert {k: v for k, v in added.items() if k != "seeds"} == {
+        k: v for k, v in measures.items() if k != "seeds"}
+    assert "Over SFT seeds 0, 1 " in text
 
 
 @pytest.mark.parametrize("change, message", [

@@ -41,10 +41,9 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
 
 
 def measures_lack_seeds(config: ml_collections.ConfigDict, path: Path) -> bool:
-    """True when `path` (measures.json) is missing or holds other seeds' headline measures than
-    `findings.seeds` (written before the seeds were configured): the measures are recomputed."""
-    if not path.exists():
-        return True
+    """True when `path` (measures.json) holds other seeds' headline measures than
+    `findings.seeds` (seeds added since): the report stage then reads the headlines of every
+    seed again (from their runs) and keeps seed 0's measures and the null."""
     per_seed = json.loads(path.read_text()).get("seeds", {})
     return sorted(per_seed) != sorted(str(s) for s in config.findings.seeds)
 
@@ -110,19 +109,22 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
     measures_path = Path(config.out_dir) / "measures.json"
-    measures = None
-    if "measures" in stages or ("report" in stages and measures_lack_seeds(config,
-                                                                           measures_path)):
+    measures, add_null = None, False
+    if "measures" in stages or ("report" in stages and not measures_path.exists()):
         measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
                     "finding2": finding2(config, findings),
                     "finding3": finding3(config, findings)}
-    elif "report" in stages and measures_lack_null(config, measures_path):
-        measures = json.loads(measures_path.read_text())  # measured before the null: add it
+        add_null = True
+    elif "report" in stages:  # measured before the null or with other seeds: add what lacks
+        add_null = measures_lack_null(config, measures_path)
+        if add_null or measures_lack_seeds(config, measures_path):
+            measures = json.loads(measures_path.read_text())
     if measures is not None:
-        measures.pop("finding3_null", None)
-        if config.findings.perturbation_draws:
-            measures["finding3_null"] = perturbation_null(config, findings, base_params,
-                                                          model_config, tokenizer)
+        if add_null:
+            measures.pop("finding3_null", None)
+            if config.findings.perturbation_draws:
+                measures["finding3_null"] = perturbation_null(config, findings, base_params,
+                                                              model_config, tokenizer)
         measures["seeds"] = seed_headlines(config, measures)
         if jax.process_index() == 0:
             measures_path.write_text(json.dumps(measures, indent=2))
