@@ -87,7 +87,7 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     c.grid.lora_rank = 8
     c.grid.lora_targets = ("q", "k", "v", "o")
     # LoRA runs train at base.train.lr x this: LoRA's best rate sits about ten times full
-    # fine-tuning's (Schulman et al., "LoRA Without Regret", 2025), at full SFT's it barely moves
+    # fine-tuning's (Schulman et al., "LoRA Without Regret", 2025)
     c.grid.lora_lr_scale = 10.0
     c.grid.eval_samples = 48
     # Data selection by pattern (select_*): the pool, and the fraction of it trained on
