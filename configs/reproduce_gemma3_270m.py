@@ -15,10 +15,10 @@ The findings study (docs/reproduction_gemma3_270m.md):
   python scripts/reproduce.py --config configs/reproduce_gemma3_270m.py \
       --stages findings,measures,report
 
-runs SmolLM2's 3 SFT seeds per task with 64 probes per task rather than 192 (about 5 minutes
-per run on 2 CPU cores with the vocabulary projected at answer positions only; 18 runs). The
-grid keeps the 2026-11-25 scale and has not been run on Gemma: its base accuracy on the target
-is near the floor (0.05), where no improvement can show.
+runs 3 SFT seeds per task (SmolLM2's first three) with 64 probes per task rather than 192
+(about 5 minutes per run on 2 CPU cores with the vocabulary projected at answer positions only;
+18 runs). The grid keeps the 2026-11-25 scale and has not been run on Gemma: its base accuracy
+on the target is near the floor (0.05), where no improvement can show.
 """
 
 from headjax.app.reproduce.config import default_reproduce_config

@@ -144,7 +144,7 @@ def test_seed_measures_and_interval_match_a_hand_computation(seeded_study):
             "seeds would bring it to 0.05" in text)
 
 
-def test_measures_are_recomputed_for_other_seeds(seeded_study):
+def test_other_seeds_get_their_headlines_and_a_missing_one_is_named(seeded_study):
     config, _, _ = seeded_study
     config = config.copy_and_resolve_references()
     config.findings.seeds = (0, 1)
