@@ -42,10 +42,11 @@ def get_config():
     c.findings.unrelated = ("spell_backward",)
     c.findings.train_samples = 256
     # The powered design (docs/reproduction_power.md): 192 probes per task bring Finding 2's R^2
-    # within about +-0.05 (the pilot's pattern noise is almost all probe sampling). Three SFT
-    # seeds per task give the findings intervals over seeds (not only over probes) and the
-    # verdicts; seed 0 is the single run per task of before.
-    c.findings.seeds = (0, 1, 2)
+    # within about +-0.05 (the pilot's pattern noise is almost all probe sampling). SFT seeds
+    # per task give the findings intervals over seeds (not only over probes) and the verdicts;
+    # seed 0 is the single run per task of before. Three seeds left R^2's interval at +-0.12,
+    # wider than the probes' (the seeds' spread is the larger term), so seed 3 was added.
+    c.findings.seeds = (0, 1, 2, 3)
     c.findings.steps = 16
     c.findings.probe_samples = 192
     c.findings.probe_every = 8
