@@ -91,11 +91,11 @@ def method_config(config: ml_collections.ConfigDict, budget: int, method: str, s
     c.train.steps = target_steps(config, budget)
     c.checkpoint.update(every=0, keep=1, export_final=False)
     c.guide.seed = seed
+    c.train.lr = method_lr(config, method)
     kind, _, choice = method.partition("_")
     if kind == "lora":
         c.lora.update(enabled=True, targets=tuple(g.lora_targets), rank=g.lora_rank,
                       alpha=2.0 * g.lora_rank)
-        c.train.lr = method_lr(config, method)
         if choice != "all":
             c.guide.update(heads=choice, head_fraction=g.head_fraction,
                            lora_budget_rank=g.lora_rank)

@@ -40,20 +40,21 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     return path
 
 
-def measures_lack_seeds(config: ml_collections.ConfigDict, path: Path) -> bool:
-    """True when `path` (measures.json) holds other seeds' headline measures than
+def measures_lack_seeds(config: ml_collections.ConfigDict, measures: dict) -> bool:
+    """True when `measures` (measures.json's) hold other seeds' headline measures than
     `findings.seeds` (seeds added since): the report stage then reads the headlines of every
     seed again (from their runs) and keeps seed 0's measures and the null."""
-    per_seed = json.loads(path.read_text()).get("seeds", {})
+    per_seed = measures.get("seeds", {})
     return sorted(per_seed) != sorted(str(s) for s in config.findings.seeds)
 
 
-def measures_lack_null(config: ml_collections.ConfigDict, path: Path) -> bool:
-    """True when `path` (measures.json) holds no Finding 3 null of `findings.perturbation_draws`
-    draws on `perturbation_samples` probes (or holds one that is no longer configured): the
-    report stage then measures the null alone and keeps the other measures."""
+def measures_lack_null(config: ml_collections.ConfigDict, measures: dict) -> bool:
+    """True when `measures` (measures.json's) hold no Finding 3 null of
+    `findings.perturbation_draws` draws on `perturbation_samples` probes (or hold one that is no
+    longer configured): the report stage then measures the null alone and keeps the other
+    measures."""
     f = config.findings
-    null = json.loads(path.read_text()).get("finding3_null")
+    null = measures.get("finding3_null")
     if not f.perturbation_draws:
         return null is not None
     return null is None or (null["draws"], null["samples"]) != (
@@ -109,31 +110,32 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
     measures_path = Path(config.out_dir) / "measures.json"
-    measures, add_null = None, False
+    measures, add_null, add_seeds = None, False, False
     if "measures" in stages or ("report" in stages and not measures_path.exists()):
         measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
                     "finding2": finding2(config, findings),
                     "finding3": finding3(config, findings)}
-        add_null = True
+        add_null = add_seeds = True
     elif "report" in stages:  # measured before the null or with other seeds: add what lacks
-        add_null = measures_lack_null(config, measures_path)
-        if add_null or measures_lack_seeds(config, measures_path):
-            measures = json.loads(measures_path.read_text())
-    if measures is not None:
-        if add_null:
-            measures.pop("finding3_null", None)
-            if config.findings.perturbation_draws:
-                measures["finding3_null"] = perturbation_null(config, findings, base_params,
-                                                              model_config, tokenizer)
+        measures = json.loads(measures_path.read_text())
+        add_null = measures_lack_null(config, measures)
+        add_seeds = add_null or measures_lack_seeds(config, measures)  # headlines read the null
+    if add_null:
+        measures.pop("finding3_null", None)
+        if config.findings.perturbation_draws:
+            measures["finding3_null"] = perturbation_null(config, findings, base_params,
+                                                          model_config, tokenizer)
+    if add_seeds:
         measures["seeds"] = seed_headlines(config, measures)
+        text = json.dumps(measures, indent=2)
         if jax.process_index() == 0:
-            measures_path.write_text(json.dumps(measures, indent=2))
+            measures_path.write_text(text)
+        measures = json.loads(text)  # the report reads the measures as written (JSON types)
     if "grid" in stages:
         run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path)
     if "report" not in stages or jax.process_index() != 0:
         return None
     from headjax.app.reproduce.report import write_reproduction
 
-    measures = json.loads(measures_path.read_text())
     results = load_results(Path(config.out_dir) / "results.jsonl")
     return write_reproduction(config, measures, results, findings, model_config)
