@@ -1,7 +1,8 @@
 """`headjax.app.reproduce` end to end on a tiny native model and synthetic digit tasks: the findings
 stage, the grid and the report; a second call resumes without re-running anything.
 
-Bad input tried: an unknown grid method, a findings task listed twice, an unknown stage.
+Bad input tried: an unknown grid method, a findings task listed twice, an unknown stage, a
+report asked of measures taken on other settings.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from helpers_tasks import digit_task
 from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
 from headjax.app.reproduce.grid import BASE_KEY, method_config, target_steps
 from headjax.app.reproduce.markdown import fewest_samples_md, improvement_md
-from headjax.app.reproduce.runner import reproduce
+from headjax.app.reproduce.runner import check_inputs, reproduce
 from headjax.app.reproduce.statistics import cells
 
 TASKS = {"r_target": sum, "r_sum": sum, "r_max": max, "r_min": lambda d: d[0]}
@@ -153,6 +154,14 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     assert {k: v for k, v in added.items() if k != "seeds"} == {
         k: v for k, v in measures.items() if k != "seeds"}
     assert "Over SFT seeds 0, 1 " in text
+    # the measures stage keeps measures of the same inputs (finding1 would fail if called) ...
+    reproduce(config, ("measures",))
+    assert json.loads(path.read_text()) == added
+    assert len(added["inputs"]["findings_digest"]) == 64
+    config.findings.k = 3  # ... and the report refuses measures of other inputs
+    with pytest.raises(ValueError, match=r"measures.json: measured on other findings runs or "
+                                         r"settings than now; add the measures stage"):
+        check_inputs(config, ("report",))
 
 
 @pytest.mark.parametrize("change, message", [

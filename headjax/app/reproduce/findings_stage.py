@@ -23,6 +23,7 @@ dAP_t = AP_t(final of run t) - AP_t(step 0).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -169,3 +170,15 @@ def sum_to_one(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out[per_sample_key(u, "base")] = arrays[per_sample_key(u, "base")] / totals[0]
         out[per_sample_key(u, "final")] = arrays[per_sample_key(u, "final")] / totals[-1]
     return out
+
+
+def findings_digest(findings: dict[str, dict[str, np.ndarray]]) -> str:
+    """sha256 (hex) of `load_findings`' arrays: every task's every key, name, dtype, shape and
+    bytes, in sorted order; equal digests mean the same runs under the same normalization."""
+    digest = hashlib.sha256()
+    for task in sorted(findings):
+        for key in sorted(findings[task]):
+            array = np.ascontiguousarray(findings[task][key])
+            digest.update(f"{task}/{key}:{array.dtype}{array.shape};".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()

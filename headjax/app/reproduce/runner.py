@@ -18,7 +18,7 @@ from headjax.app.reproduce.findings import (
     own_change,
     perturbation_null,
 )
-from headjax.app.reproduce.findings_stage import load_findings, run_findings
+from headjax.app.reproduce.findings_stage import findings_digest, load_findings, run_findings
 from headjax.app.reproduce.grid import load_results, run_grid
 from headjax.app.reproduce.pilot import run_pilot
 from headjax.app.reproduce.power_doc import write_power_doc
@@ -30,6 +30,8 @@ from headjax.train.patterns import save_npz_atomically
 log = logging.getLogger(__name__)
 STAGES = ("targets", "findings", "measures", "grid", "pilot", "power", "report")
 DEFAULT_STAGES = ("findings", "measures", "grid", "report")  # the study itself
+# findings settings seed 0's measures do not read, or that are checked apart (`measures_lack_*`)
+_SETTINGS_CHECKED_APART = ("seeds", "perturbation_draws", "perturbation_samples")
 
 
 def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
@@ -38,6 +40,29 @@ def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
     path = Path(config.out_dir) / "findings" / "dap.npz"
     save_npz_atomically(path, {t: own_change(findings, t) for t in findings_tasks(config)})
     return path
+
+
+def measures_inputs(config: ml_collections.ConfigDict, findings: dict) -> dict:
+    """What seed 0's measures (Findings 1-3) are computed from, in JSON types: the `findings`
+    settings (but `_SETTINGS_CHECKED_APART`), the model, the probes' batching and data seed, and
+    `findings_digest` of seed 0's arrays (`findings`, `load_findings`'). measures.json records
+    it under "inputs"; the "measures" stage measures again only when it differs."""
+    inputs = {"findings": {k: v for k, v in config.findings.to_dict().items()
+                           if k not in _SETTINGS_CHECKED_APART},
+              "model": config.base.model.pretrained,
+              "probe_batch_size": config.base.heads.batch_size,
+              "max_len": config.base.data.max_len, "data_seed": config.base.data.seed,
+              "findings_digest": findings_digest(findings)}
+    return json.loads(json.dumps(inputs))
+
+
+def measures_from_other_inputs(config: ml_collections.ConfigDict, measures: dict,
+                               findings: dict) -> bool:
+    """True when `measures` (measures.json's) record inputs (`measures_inputs`) other than
+    `config`'s and `findings`' now; measures written before inputs were recorded are taken as
+    current by the report and measured again by the "measures" stage."""
+    recorded = measures.get("inputs")
+    return recorded is not None and recorded != measures_inputs(config, findings)
 
 
 def measures_lack_seeds(config: ml_collections.ConfigDict, measures: dict) -> bool:
@@ -76,13 +101,27 @@ def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> No
         get_task(task)
     if "targets" in stages and not config.targets.candidates:
         raise ValueError("config.targets.candidates: name the tasks the targets stage measures")
+    path = Path(config.out_dir) / "measures.json"
+    if "report" in stages and "measures" not in stages and path.exists():
+        try:
+            findings = load_findings(config)
+        except FileNotFoundError:  # the findings stage writes them; `reproduce` checks again
+            return
+        _check_current(config, json.loads(path.read_text()), findings, path)
+
+
+def _check_current(config, measures: dict, findings: dict, path: Path) -> None:
+    if measures_from_other_inputs(config, measures, findings):
+        raise ValueError(f"{path}: measured on other findings runs or settings than now; "
+                         "add the measures stage (--stages measures,report)")
 
 
 def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path | None:
     """Run the requested `stages` in `STAGES` order (each resumes what an earlier call left):
     "targets" (candidate targets before and after a short SFT -> targets.jsonl), "findings"
     (SFT per task and seed, patterns), "measures" (the three findings' measures on seed 0's runs
-    and the headline measures of every seed -> measures.json, from the findings alone), "grid"
+    and the headline measures of every seed -> measures.json, from the findings alone; kept
+    when measures.json records the same `measures_inputs`), "grid"
     (the improvements), "pilot" (short SFT on the target over seeds -> pilot.jsonl), "power"
     (the design search -> `<doc>_power.md`, also written after "targets")
     and "report" (docs, from measures.json and results.jsonl). Returns the report's path when
@@ -111,13 +150,20 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     target = findings[config.findings.target][config.findings.target]
     measures_path = Path(config.out_dir) / "measures.json"
     measures, add_null, add_seeds = None, False, False
-    if "measures" in stages or ("report" in stages and not measures_path.exists()):
-        measures = {"finding1": finding1(config, findings, base_params, model_config, tokenizer),
+    if {"measures", "report"} & set(stages) and measures_path.exists():
+        measures = json.loads(measures_path.read_text())
+        if "measures" not in stages:
+            _check_current(config, measures, findings, measures_path)
+        elif "inputs" not in measures or measures_from_other_inputs(config, measures, findings):
+            measures = None
+    if {"measures", "report"} & set(stages) and measures is None:
+        log.info("measures: Findings 1-3 on seed 0's runs")
+        measures = {"inputs": measures_inputs(config, findings),
+                    "finding1": finding1(config, findings, base_params, model_config, tokenizer),
                     "finding2": finding2(config, findings),
                     "finding3": finding3(config, findings)}
         add_null = add_seeds = True
-    elif "report" in stages:  # measured before the null or with other seeds: add what lacks
-        measures = json.loads(measures_path.read_text())
+    elif measures is not None:  # measured before the null or with other seeds: add what lacks
         add_null = measures_lack_null(config, measures)
         add_seeds = add_null or measures_lack_seeds(config, measures)  # headlines read the null
     if add_null:
