@@ -6,6 +6,7 @@ a Llama-class bf16 SFT step on an accelerator.
     python scripts/benchmark.py --sections=lora --lora_rank=8   # LoRA step beside full SFT
     python scripts/benchmark.py --sections=accelerator       # one GPU or TPU chip, < 8 minutes
     python scripts/benchmark.py --sections=profile           # where one SFT step's time goes
+    python scripts/benchmark.py --sections=profile --profile_program=pattern   # the pattern's
 
 Prints Markdown tables (the figures of docs/benchmarks.md); logic in `headjax.app.bench`. The
 `--model_*` flags resize the benchmarked model (e.g. a tiny one to try a section on a laptop) or
@@ -69,8 +70,11 @@ flags.DEFINE_integer("tracking_steps", 50, "accelerator, tracking: SFT steps wit
 flags.DEFINE_integer("probe_seq", 256, "accelerator, tracking: sequence length of the probes.")
 flags.DEFINE_float("peak_tflops", None, "accelerator: the chip's peak TFLOP/s (default: the "
                    "table in headjax/app/bench/machine.py by device kind).")
-flags.DEFINE_string("trace_dir", "/tmp/headjax_profile", "profile: where the trace of one SFT "
-                    "step (batch --sft_batch x --sft_seq) is written.")
+flags.DEFINE_string("trace_dir", "/tmp/headjax_profile", "profile: where the trace of one run "
+                    "of --profile_program is written.")
+flags.DEFINE_enum("profile_program", "sft", profile.PROGRAMS, "profile: the SFT step (batch "
+                  "--sft_batch x --sft_seq), the forward loss or the activation pattern (both "
+                  "batch --head_batch x --head_seq, as the heads section).")
 flags.DEFINE_string("output", None, "Optional JSON file for the raw results (new unless "
                     "--overwrite).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
@@ -157,9 +161,12 @@ def main(argv):
               f"samples x {FLAGS.head_seq}\n"
               f"{report.heads_table(results['heads'])}\n", flush=True)
     if "profile" in FLAGS.sections:
-        results["profile"] = profile.profile_section(bench_config(model), FLAGS.sft_batch,
-                                                     FLAGS.sft_seq, FLAGS.trace_dir)
-        print(f"## where an SFT step's time goes, batch {FLAGS.sft_batch} x {FLAGS.sft_seq}\n"
+        program = FLAGS.profile_program
+        batch, seq = ((FLAGS.sft_batch, FLAGS.sft_seq) if program == "sft"
+                      else (FLAGS.head_batch, FLAGS.head_seq))
+        results["profile"] = profile.profile_section(bench_config(model), batch, seq,
+                                                     FLAGS.trace_dir, program=program)
+        print(f"## where the time of one {program} run goes, batch {batch} x {seq}\n"
               f"{report.profile_table(results['profile'])}\n", flush=True)
     if "tracking" in FLAGS.sections:  # the accelerator section's tracking figures alone
         config = _accelerator_config()

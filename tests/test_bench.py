@@ -205,7 +205,21 @@ def test_profile_section_traces_one_step_and_names_each_op_by_its_source(tmp_pat
     assert sum(bool(r["source"]) for r in rows) >= len(rows) // 2
     assert not any(r["op"].startswith(("while", "PjitFunction")) for r in rows)
     assert 0 < result["backward_share"] < 1
+    assert result["untraced"]["wall_s"] > 0 and result["untraced"]["minor_page_faults"] >= 0
     assert "| op | ms |" in report.profile_table(result)
+    assert "minor page faults" in report.profile_table(result)
+
+
+def test_profile_section_tells_the_pattern_from_the_forward(tmp_path):
+    """The forward loss has no backward pass; the activation pattern's gate-only backward is
+    part of its trace."""
+    from headjax.app.bench.profile import profile_section
+    from headjax.app.bench.sft import bench_config
+
+    shares = {program: profile_section(bench_config(TINY), 2, 8, str(tmp_path / program),
+                                       top=5, program=program)["backward_share"]
+              for program in ("forward", "pattern")}
+    assert shares["forward"] == 0 and 0 < shares["pattern"] < 1, shares
 
 
 def test_op_sources_reads_op_name_metadata():

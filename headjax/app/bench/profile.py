@@ -1,4 +1,6 @@
-"""Where a step's time goes: a `jax.profiler` trace of one warm SFT step, summed per XLA op.
+"""Where a step's time goes: a `jax.profiler` trace of one warm run of a program (the SFT step,
+the forward loss or the activation pattern), summed per XLA op, beside the CPU seconds and page
+faults of one untraced run.
 
 The trace (`<host>.trace.json.gz` in Chrome's trace format and `perfetto_trace.json.gz`, both
 openable at ui.perfetto.dev; TensorBoard's profile plugin reads the `.xplane.pb` beside them)
@@ -15,6 +17,9 @@ import collections
 import gzip
 import json
 import re
+import resource
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -22,7 +27,11 @@ import jax.numpy as jnp
 
 from headjax.app.bench.models import headjax_params, synthetic_batch
 from headjax.app.bench.sft import compiled_train_step, train_state
+from headjax.heads.scores import head_scores
 from headjax.model.config import ModelConfig
+from headjax.model.loss import loss
+
+PROGRAMS = ("sft", "forward", "pattern")  # the AdamW step, the batch loss, `head_scores`
 
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%([\w.\-]+) = (.*)$', re.MULTILINE)
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -74,19 +83,51 @@ def op_table(events: list[dict], sources: dict[str, str], top: int) -> dict:
             "rows": rows}
 
 
-def profile_section(config: ModelConfig, batch_size: int, seq: int, trace_dir: str,
-                    top: int = 15) -> dict:
-    """Trace one warm SFT step (`sft.compiled_train_step`, random weights, `synthetic_batch`)
-    into `trace_dir`; returns `op_table` and the step's wall seconds."""
+def compiled_program(config: ModelConfig, batch_size: int, seq: int, program: str
+                     ) -> tuple[Callable[[], None], str]:
+    """(run one step of `program` in `PROGRAMS` on a `synthetic_batch` with random weights and
+    wait for it, the compiled HLO text). "sft" donates and carries its state from run to run."""
     batch = jax.tree.map(jnp.asarray, synthetic_batch(config, batch_size, seq))
-    state = train_state(headjax_params(config))
-    step, _ = compiled_train_step(config, state, batch)
-    state, metrics = step(state, batch)  # warm-up: allocations and thread pools settle
-    jax.block_until_ready(metrics)
+    if program == "sft":
+        state = train_state(headjax_params(config))
+        step, _ = compiled_train_step(config, state, batch)
+        holder = [state]
+
+        def run() -> None:
+            holder[0], metrics = step(holder[0], batch)
+            jax.block_until_ready(metrics)
+
+        return run, step.as_text()
+    functions = {"forward": lambda p, b: loss(p, b, config),
+                 "pattern": lambda p, b: head_scores(p, b, config)}
+    if program not in functions:
+        raise ValueError(f"--profile_program: {program!r} not in {PROGRAMS}")
+    params = headjax_params(config)
+    compiled = jax.jit(functions[program]).lower(params, batch).compile()
+    return (lambda: jax.block_until_ready(compiled(params, batch))), compiled.as_text()
+
+
+def resource_use(run: Callable[[], None]) -> dict:
+    """Wall seconds, this process's user and system CPU seconds and minor page faults (first
+    touches of freshly mapped memory, 4 KiB each without huge pages) over one `run()`."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run()
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall_s": wall, "user_s": after.ru_utime - before.ru_utime,
+            "sys_s": after.ru_stime - before.ru_stime,
+            "minor_page_faults": after.ru_minflt - before.ru_minflt}
+
+
+def profile_section(config: ModelConfig, batch_size: int, seq: int, trace_dir: str,
+                    top: int = 15, program: str = "sft") -> dict:
+    """Trace one warm run of `program` (`compiled_program`) into `trace_dir`; returns
+    `op_table` and `resource_use` of one untraced warm run ("untraced")."""
+    run, hlo_text = compiled_program(config, batch_size, seq, program)
+    run()  # warm-up: allocations and thread pools settle
+    untraced = resource_use(run)
     directory = Path(trace_dir)
     with jax.profiler.trace(str(directory), create_perfetto_trace=True):
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-    events = trace_events(directory)
-    table = op_table(events, op_sources(step.as_text()), top)
-    return {"batch": batch_size, "seq": seq, "trace_dir": str(directory), **table}
+        run()
+    table = op_table(trace_events(directory), op_sources(hlo_text), top)
+    return {"program": program, "batch": batch_size, "seq": seq, "trace_dir": str(directory),
+            "untraced": untraced, **table}

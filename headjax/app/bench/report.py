@@ -125,8 +125,12 @@ def tracking_line(t: dict, probe_seq: int) -> str:
 
 
 def profile_table(results: dict) -> str:
-    """The traced step's top ops: summed ms, calls, share of all ops, pass, source."""
-    lines = [f"All ops {results['ops_ms']:,.0f} ms, backward pass "
+    """One untraced run's wall and CPU seconds and page faults, then the traced run's top ops:
+    summed ms, calls, share of all ops, pass, source."""
+    u = results["untraced"]
+    lines = [f"One untraced run: {u['wall_s']:.2f} s wall, {u['user_s']:.2f} s user and "
+             f"{u['sys_s']:.2f} s system CPU, {u['minor_page_faults']:,} minor page faults.",
+             f"All ops {results['ops_ms']:,.0f} ms, backward pass "
              f"{results['backward_share']:.0%} of it; trace in {results['trace_dir']}", "",
              "| op | ms | calls | share | pass | source (HLO op_name) |",
              "|---|---|---|---|---|---|"]
