@@ -222,6 +222,19 @@ def test_profile_section_tells_the_pattern_from_the_forward(tmp_path):
     assert shares["forward"] == 0 and 0 < shares["pattern"] < 1, shares
 
 
+def test_op_table_sums_ops_by_pass_place_and_kind():
+    from headjax.app.bench.profile import op_table
+
+    sources = {"a": "jit(f)/while/body/bsd,df->bsf/dot_general",
+               "b": "jit(f)/transpose(jvp())/while/body/mul", "c": "jit(f)/reduce_max"}
+    events = [{"name": "a", "dur": 3000}, {"name": "a", "dur": 1000}, {"name": "b", "dur": 500},
+              {"name": "c", "dur": 250}, {"name": "while.1", "dur": 9000}]
+    table = op_table(events, sources, top=2)
+    assert table["groups_ms"] == {"backward layers other": 0.5, "forward layers products": 4.0,
+                                  "forward outside other": 0.25}
+    assert [r["op"] for r in table["rows"]] == ["a", "b"] and table["ops_ms"] == 4.75
+
+
 def test_op_sources_reads_op_name_metadata():
     from headjax.app.bench.profile import op_sources
 

@@ -63,8 +63,10 @@ def trace_events(trace_dir: Path) -> list[dict]:
 
 def op_table(events: list[dict], sources: dict[str, str], top: int) -> dict:
     """The `top` ops by summed duration: rows of {op, ms, calls, share, backward, source}, with
-    the total over all ops (ms) and the backward pass's share of it. Events that are not
-    instructions in `sources` (runtime bookkeeping, control flow) are left out."""
+    the total over all ops (ms), the backward pass's share of it and the sums per `_group`
+    ("forward layers products", ...). Events that are not instructions in `sources` (runtime
+    bookkeeping, control flow) are left out. Ops that run side by side each count their whole
+    duration, so a sum can exceed the wall time it spans."""
     total_us = collections.Counter()
     calls = collections.Counter()
     for event in events:
@@ -79,8 +81,19 @@ def op_table(events: list[dict], sources: dict[str, str], top: int) -> dict:
     rows = [{"op": name, "ms": us / 1e3, "calls": calls[name], "share": us / max(all_us, 1),
              "backward": "transpose(jvp" in sources[name], "source": sources[name]}
             for name, us in total_us.most_common(top)]
+    groups = collections.Counter()
+    for name, us in total_us.items():
+        groups[_group(sources[name])] += us / 1e3
     return {"ops_ms": all_us / 1e3, "backward_share": backward_us / max(all_us, 1),
-            "rows": rows}
+            "rows": rows, "groups_ms": dict(sorted(groups.items()))}
+
+
+def _group(source: str) -> str:
+    """"<pass> <where> <kind>" of an op by its op_name: forward/backward, layer loop or not,
+    matrix product or other."""
+    return " ".join(("backward" if "transpose(jvp" in source else "forward",
+                     "layers" if "while/body" in source else "outside",
+                     "products" if "dot_general" in source else "other"))
 
 
 def compiled_program(config: ModelConfig, batch_size: int, seq: int, program: str

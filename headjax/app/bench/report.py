@@ -131,7 +131,9 @@ def profile_table(results: dict) -> str:
     lines = [f"One untraced run: {u['wall_s']:.2f} s wall, {u['user_s']:.2f} s user and "
              f"{u['sys_s']:.2f} s system CPU, {u['minor_page_faults']:,} minor page faults.",
              f"All ops {results['ops_ms']:,.0f} ms, backward pass "
-             f"{results['backward_share']:.0%} of it; trace in {results['trace_dir']}", "",
+             f"{results['backward_share']:.0%} of it; trace in {results['trace_dir']}. By "
+             "group: " + ", ".join(f"{g} {ms:,.0f} ms" for g, ms in results["groups_ms"].items())
+             + ".", "",
              "| op | ms | calls | share | pass | source (HLO op_name) |",
              "|---|---|---|---|---|---|"]
     for r in results["rows"]:
