@@ -20,13 +20,23 @@ from headjax.app.reproduce.runner import check_inputs, reproduce
 from headjax.app.reproduce.statistics import cells
 
 TASKS = {"r_target": sum, "r_sum": sum, "r_max": max, "r_min": lambda d: d[0]}
+SECOND_TARGET = "r_spread"  # max - min
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir):
     for name, op in TASKS.items():
         digit_task(name, op)
+    digit_task(SECOND_TARGET, lambda d: max(d) - min(d))
     return tiny_model_dir
+
+
+def _ols_r2(target: np.ndarray, basis: list[np.ndarray]) -> float:
+    """R^2 of the least-squares fit of `target` on `basis` and a constant, over all heads."""
+    x = np.stack([b.ravel() for b in basis] + [np.ones(target.size)], axis=1)
+    y = target.ravel()
+    residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    return float(1 - residual @ residual / ((y - y.mean()) @ (y - y.mean())))
 
 
 def _config(model_dir, out):
@@ -84,12 +94,14 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatch):
     config = _config(model_dir, tmp_path)
+    config.findings.second_targets = (SECOND_TARGET,)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
     doc = reproduce(config)
     text = doc.read_text()
     assert "[reproduction_power.md](reproduction_power.md)" in text
-    assert text.count("1 seed: no interval over seeds") == 5  # one per headline measure
+    # one per headline measure, and one per Finding 2 headline of the second target
+    assert text.count("1 seed: no interval over seeds") == 5 + 2
     assert "mean loss increase in nats on 2 probe samples of the task" in text  # of 4 probes
     assert text.count(f"**Verdict on `{config.base.model.pretrained}`: undecided at this "
                       "power**") == 3
@@ -151,9 +163,27 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     text = reproduce(config, ("findings", "report")).read_text()
     added = json.loads(path.read_text())
     assert sorted(added["seeds"]) == ["0", "1"] and added["seeds"]["0"] == measures["seeds"]["0"]
-    assert {k: v for k, v in added.items() if k != "seeds"} == {
-        k: v for k, v in measures.items() if k != "seeds"}
+    per_seed = ("seeds", "second_targets")
+    assert {k: v for k, v in added.items() if k not in per_seed} == {
+        k: v for k, v in measures.items() if k not in per_seed}
+    assert added["second_targets"][SECOND_TARGET]["0"] == (
+        measures["second_targets"][SECOND_TARGET]["0"])
     assert "Over SFT seeds 0, 1 " in text
+    # the second target: trained alone per seed, probed on itself, fitted on the basic tasks
+    runs = tmp_path / "runs" / "findings"
+    for seed, folder in (("0", runs), ("1", runs / "s1")):
+        with np.load(folder / f"{SECOND_TARGET}.npz") as second:
+            assert SECOND_TARGET in second.files and "r_target" not in second.files
+            change = {SECOND_TARGET: second[SECOND_TARGET][-1] - second[SECOND_TARGET][0]}
+        for task in config.findings.basic:
+            with np.load(folder / f"{task}.npz") as run:
+                change[task] = run[task][-1] - run[task][0]
+        fit = added["second_targets"][SECOND_TARGET][seed]
+        assert fit["r2"]["value"] == pytest.approx(_ols_r2(
+            change[SECOND_TARGET], [change[t] for t in config.findings.basic]), abs=1e-6)
+        assert 0 <= fit["r2"]["null_mean"] <= 1 and "value" in fit["r2_held_out"]
+    assert f"| {SECOND_TARGET} | R^2 (OLS) of the target's dAP" in text
+    assert "Second target: each trained alone on the same seeds" in text
     # the measures stage keeps measures of the same inputs (finding1 would fail if called) ...
     reproduce(config, ("measures",))
     assert json.loads(path.read_text()) == added
@@ -167,6 +197,7 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
 @pytest.mark.parametrize("change, message", [
     ({"grid.methods": ("plain", "magic")}, r"grid.methods: unknown \['magic'\]"),
     ({"findings.unrelated": ("r_sum",)}, "must be distinct"),
+    ({"findings.second_targets": ("r_max",)}, "basic, unrelated and second_targets tasks must"),
     ({"findings.ablation_samples": -1}, "findings.ablation_samples"),
     ({"findings.normalization": "layer_l2"}, "findings.normalization"),
 ])

@@ -73,6 +73,11 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     # Seed 0 (required) is the findings stage's single run of before (`findings/<task>.npz`),
     # which the detailed tables, the figures and the grid's patterns read.
     c.findings.seeds = (0,)
+    # Second targets: each trained alone on every seed like the findings tasks (probed on itself
+    # only) and its dAP fitted on the basic tasks' dAPs of the same seed, so Finding 2 is also
+    # reported for a target other than `target` without a study of its own
+    # (`findings.second_target_fits`). Not in the grid, Finding 1 or Finding 3.
+    c.findings.second_targets = ()
 
     c.grid = ml_collections.ConfigDict()
     c.grid.budgets = (8, 32)  # target training samples
@@ -133,8 +138,10 @@ def validate_reproduce(config: ml_collections.ConfigDict) -> ml_collections.Conf
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or 0 not in seeds:
         raise ValueError(f"config.findings.seeds: {seeds} must be distinct non-negative "
                          "integers including 0 (the runs of the detailed measures)")
-    if len({f.target, *f.basic, *f.unrelated}) != 1 + len(f.basic) + len(f.unrelated):
-        raise ValueError("config.findings: target, basic and unrelated tasks must be distinct")
+    tasks = (f.target, *f.basic, *f.unrelated, *f.second_targets)
+    if len(set(tasks)) != len(tasks):
+        raise ValueError("config.findings: target, basic, unrelated and second_targets tasks must "
+                         "be distinct")
     check_ranges(config, choices={"grid.select_similarity": SIMILARITIES,
                                   "findings.normalization": FINDINGS_NORMALIZATIONS},
                  non_negative=("findings.ablation_samples", "findings.perturbation_draws"),
@@ -184,3 +191,9 @@ def findings_tasks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """(target, *basic, *unrelated)."""
     f = config.findings
     return (f.target, *f.basic, *f.unrelated)
+
+
+def trained_tasks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Every task the findings stage trains alone per seed: `findings_tasks`, then
+    `findings.second_targets`."""
+    return (*findings_tasks(config), *config.findings.second_targets)

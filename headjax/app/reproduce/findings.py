@@ -151,24 +151,33 @@ def _fits(target: np.ndarray, basis: list[np.ndarray], names, key, draws) -> dic
             "p_above_shuffled": test.p_value}
 
 
-def finding2(config, findings: dict) -> dict:
-    """Complex = combination of basic: fits of the target's dAP on the basic tasks' dAPs (OLS,
-    NNLS, head-shuffled null), on the unrelated tasks' dAPs, a held-out split-half fit, and the
-    reverse direction (does SFT on a basic task move the target's pattern toward the target's
-    own post-SFT pattern?)."""
+def combination_fit(config, findings: dict, target: str) -> dict:
+    """Finding 2's core for `target` (`findings.target` or a second target): the fit of its dAP
+    on the basic tasks' dAPs (OLS, NNLS, head-shuffled null: "basic") and a held-out split-half
+    fit ("held_out"), from one seed's runs (`findings` holds the basic tasks' and `target`'s)."""
     f = config.findings
     key = jax.random.key(2)
-    target = own_change(findings, f.target)
-    out = {"basic": _fits(target, [own_change(findings, t) for t in f.basic], f.basic,
-                          key, f.null_draws)}
+    basic = _fits(own_change(findings, target), [own_change(findings, t) for t in f.basic],
+                  f.basic, key, f.null_draws)
+    held = held_out_fit(_per_sample_change(findings, target),
+                        [_per_sample_change(findings, t) for t in f.basic], key)
+    return {"basic": basic,
+            "held_out": {"r2_fit_half": held.fit.r2, "r2_held_out_half": held.r2_held_out}}
+
+
+def finding2(config, findings: dict) -> dict:
+    """Complex = combination of basic: `combination_fit` of the target, with a bootstrap
+    interval of its R^2 over probes, the fit on the unrelated tasks' dAPs, and the reverse
+    direction (does SFT on a basic task move the target's pattern toward the target's own
+    post-SFT pattern?)."""
+    f = config.findings
+    out = combination_fit(config, findings, f.target)
     if f.unrelated:
-        out["unrelated"] = _fits(target, [own_change(findings, t) for t in f.unrelated],
-                                 f.unrelated, key, f.null_draws)
+        out["unrelated"] = _fits(own_change(findings, f.target),
+                                 [own_change(findings, t) for t in f.unrelated], f.unrelated,
+                                 jax.random.key(2), f.null_draws)
     resampled = bootstrap_changes(findings, (f.target, *f.basic), f.null_draws, seed=2)
     out["basic"]["r2_ols_ci"] = interval([fit_combination(r[0], r[1:]).r2 for r in resampled])
-    held = held_out_fit(_per_sample_change(findings, f.target),
-                        [_per_sample_change(findings, t) for t in f.basic], key)
-    out["held_out"] = {"r2_fit_half": held.fit.r2, "r2_held_out_half": held.r2_held_out}
     own_after = findings[f.target][f.target][-1]
     out["reverse"] = {}
     for t in (*f.basic, *f.unrelated):

@@ -1,10 +1,11 @@
 """Stage 1: SFT on each task alone, per seed, with every task probed.
 
-For each task t of (target, *basic, *unrelated) and each seed s of `findings.seeds`:
-`findings.steps` SFT steps on `findings.train_samples` examples of t (data sampling/order and
-train seed s), the activation patterns of t and of the target recorded on their fixed probe sets
+For each task t of (target, *basic, *unrelated, *second_targets) and each seed s of
+`findings.seeds`: `findings.steps` SFT steps on `findings.train_samples` examples of t (data
+sampling/order and train seed s), the activation patterns of t and of the target (of t alone for
+a second target) recorded on their fixed probe sets
 (data seed `base.data.seed`, the same for every seed) at steps 0, `probe_every`, ..., final
-(step 0, the base model, is scored once for all tasks and seeds:
+(step 0, the base model, is scored once per task for all seeds:
 `out_dir/findings/base_patterns.npz`). Saved per task t and seed s (`out_dir/findings/<t>.npz`
 for s = 0, the single run of before when `base.data.seed = base.train.seed = 0`;
 `out_dir/findings/s<s>/<t>.npz` else; each run's directory is its path without `.npz`):
@@ -34,7 +35,7 @@ import numpy as np
 
 from headjax.app.experiment import probe_hook, train_batches
 from headjax.app.guide import target_examples
-from headjax.app.reproduce.config import findings_tasks, seeded
+from headjax.app.reproduce.config import findings_tasks, seeded, trained_tasks
 from headjax.heads import change_concentration, head_param_change, relative_param_change
 from headjax.lora import model_params
 from headjax.train.loop import Hooks
@@ -64,7 +65,8 @@ def findings_run_config(config: ml_collections.ConfigDict, task: str,
     c.data.train_samples = f.train_samples
     c.train.steps = f.steps
     c.train.warmup_steps = min(c.train.warmup_steps, f.steps)
-    c.heads.tasks = tuple(dict.fromkeys((task, f.target)))
+    c.heads.tasks = (tuple(dict.fromkeys((task, f.target))) if task in findings_tasks(config)
+                     else (task,))
     c.heads.samples = f.probe_samples
     c.heads.every = f.probe_every
     c.checkpoint.update(every=0, keep=1, export_final=False)
@@ -89,14 +91,22 @@ def fixed_probes(config: ml_collections.ConfigDict, run: ml_collections.ConfigDi
 
 def base_patterns(config: ml_collections.ConfigDict, base_params, model_config,
                   tokenizer) -> Path:
-    """`out_dir/findings/base_patterns.npz`: every findings task's AP (and per-sample scores) at
-    the base model, computed once (step 0 of every seed's runs)."""
+    """`out_dir/findings/base_patterns.npz`: every trained task's AP (and per-sample scores) at
+    the base model (step 0 of every seed's runs), computed once per task: tasks added to the
+    config later are scored and merged into the file."""
     path = Path(config.out_dir) / "findings" / "base_patterns.npz"
-    if not path.exists():
+    arrays = load_arrays(path) if path.exists() else {}
+    missing = tuple(t for t in trained_tasks(config) if t not in arrays)
+    if missing:
         every = findings_run_config(config, config.findings.target)
-        every.heads.tasks = findings_tasks(config)
-        record_patterns(base_params, fixed_probes(config, every, tokenizer), model_config, path,
-                        loss_kind=every.heads.loss_kind, write=jax.process_index() == 0)
+        every.heads.tasks = missing
+        added = path.with_name("base_patterns_added.npz")
+        write = jax.process_index() == 0
+        record_patterns(base_params, fixed_probes(config, every, tokenizer), model_config, added,
+                        loss_kind=every.heads.loss_kind, write=write)
+        if write:
+            save_npz_atomically(path, {**arrays, **load_arrays(added)})
+            added.unlink()
     return path
 
 
@@ -115,7 +125,7 @@ def run_findings(config: ml_collections.ConfigDict, base_params, model_config, t
     arrays."""
     base = base_patterns(config, base_params, model_config, tokenizer)
     for seed in config.findings.seeds:
-        for task in findings_tasks(config):
+        for task in trained_tasks(config):
             path = findings_path(config, task, seed)
             if not path.exists():
                 findings_run(config, base_params, model_config, tokenizer, task, seed, base)
@@ -143,10 +153,12 @@ def findings_run(config, base_params, model_config, tokenizer, task: str, seed: 
     shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
 
 
-def load_findings(config: ml_collections.ConfigDict,
-                  seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """{task: its saved arrays} for every findings task, runs of seed `seed`."""
-    paths = {task: findings_path(config, task, seed) for task in findings_tasks(config)}
+def load_findings(config: ml_collections.ConfigDict, seed: int = 0,
+                  tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{task: its saved arrays} for every findings task (or each of `tasks`), runs of seed
+    `seed`."""
+    tasks = findings_tasks(config) if tasks is None else tasks
+    paths = {task: findings_path(config, task, seed) for task in tasks}
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no findings run of seed {seed} (config."

@@ -83,6 +83,33 @@ def seeds_md(config, measures, finding: str) -> list[str]:
     return lines
 
 
+def second_targets_md(config, measures) -> list[str]:
+    """Finding 2 on each second target (`findings.second_targets`): its headlines over seeds
+    beside the null and a verdict per measure (the rules above); nothing without second
+    targets."""
+    fits = measures.get("second_targets") or {}
+    if not fits:
+        return []
+    f = config.findings
+    headlines = tuple(h for h in HEADLINES if h.finding == "finding2")
+    lines = [f"Second target{'s' if len(fits) > 1 else ''}: each trained alone on the same "
+             f"seeds and settings and probed on its own {f.probe_samples} fixed probes; its dAP "
+             f"fitted on the basic tasks' dAPs of the same seed ({', '.join(f.basic)}). Not in "
+             "Finding 1, Finding 3 or the grid.", "",
+             "| target | measure | per seed | mean over seeds [95% t-interval] | null: mean, "
+             "95% point | verdict |", "|---|---|---|---|---|---|"]
+    for target, per_seed in fits.items():
+        summary = over_seeds(per_seed, headlines)
+        for h in headlines:
+            r = summary[h.name]
+            over = ("1 seed: no interval over seeds" if len(r["values"]) < 2 else
+                    f"{r['mean']:.3g}{_interval(r)}")
+            lines.append(f"| {target} | {h.label} | "
+                         f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
+                         f"{r['null_mean']:.3g}, {r['null_point']:.3g} | {r['verdict']} |")
+    return lines + [""]
+
+
 def verdicts_per_model_md(studies, doc_dir) -> list[str]:
     """Each finding's verdict per model, side by side: `studies` is [(config, measures or None
     when that study has not been measured, its config file or "" for this report's)]; links

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ml_collections
 
-from headjax.app.reproduce.config import findings_tasks, load_config_file
+from headjax.app.reproduce.config import load_config_file, trained_tasks
 from headjax.app.reproduce.figures import figures
 from headjax.app.reproduce.findings_stage import findings_path
 from headjax.app.reproduce.grid import BASE_KEY, method_lr
@@ -26,6 +26,7 @@ from headjax.app.reproduce.markdown import (
     finding2_md,
     finding3_md,
     improvement_md,
+    second_targets_md,
     seeds_md,
     verdicts_per_model_md,
 )
@@ -39,7 +40,7 @@ def _findings_runs(config) -> list[tuple[float, str]]:
     """(seconds, machine) of every findings run (task x seed) from its run's summary.json;
     runs without one are left out."""
     out = []
-    for task in findings_tasks(config):
+    for task in trained_tasks(config):
         for seed in config.findings.seeds:
             path = findings_path(config, task, seed).with_suffix("") / "summary.json"
             if path.exists():
@@ -92,7 +93,7 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         f"from `{config.out_dir}`. Model: `{b.model.pretrained}` ({model_config.num_layers} "
         f"layers x {model_config.num_heads} heads), {b.model.dtype}.", "",
         "## Scale", "",
-        f"- Findings: SFT on each of {', '.join(findings_tasks(config))} alone, seeds "
+        f"- Findings: SFT on each of {', '.join(trained_tasks(config))} alone, seeds "
         f"{tuple(f.seeds)} (data order and train seed), {f.steps} steps x batch "
         f"{b.train.batch_size} over {f.train_samples} training examples, "
         f"lr {b.train.lr} ({b.train.schedule}); activation patterns on {f.probe_samples}"
@@ -122,7 +123,8 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
     if config.compare_configs:
         lines += verdicts_per_model_md(studies(config, measures), doc.parent)
     lines += finding1_md(config, measures["finding1"]) + seeds_md(config, measures, "finding1")
-    lines += finding2_md(config, measures["finding2"]) + seeds_md(config, measures, "finding2")
+    lines += (finding2_md(config, measures["finding2"]) + seeds_md(config, measures, "finding2")
+              + second_targets_md(config, measures))
     lines += (finding3_md(config, measures["finding3"], by_cell, measures.get("finding3_null"))
               + seeds_md(config, measures, "finding3"))
     if BASE_KEY in results:

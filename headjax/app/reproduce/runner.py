@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from headjax.app.reproduce.config import findings_tasks, validate_reproduce
+from headjax.app.reproduce.config import findings_tasks, trained_tasks, validate_reproduce
 from headjax.app.reproduce.findings import (
     finding1,
     finding2,
@@ -22,7 +22,7 @@ from headjax.app.reproduce.findings_stage import findings_digest, load_findings,
 from headjax.app.reproduce.grid import load_results, run_grid
 from headjax.app.reproduce.pilot import run_pilot
 from headjax.app.reproduce.power_doc import write_power_doc
-from headjax.app.reproduce.seeds import seed_headlines
+from headjax.app.reproduce.seeds import second_target_headlines, seed_headlines
 from headjax.app.reproduce.targets import run_targets
 from headjax.parallel import maybe_initialize
 from headjax.train.patterns import save_npz_atomically
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 STAGES = ("targets", "findings", "measures", "grid", "pilot", "power", "report")
 DEFAULT_STAGES = ("findings", "measures", "grid", "report")  # the study itself
 # findings settings seed 0's measures do not read, or that are checked apart (`measures_lack_*`)
-_SETTINGS_CHECKED_APART = ("seeds", "perturbation_draws", "perturbation_samples")
+_SETTINGS_CHECKED_APART = ("seeds", "second_targets", "perturbation_draws",
+                           "perturbation_samples")
 
 
 def write_dap(config: ml_collections.ConfigDict, findings: dict) -> Path:
@@ -73,6 +74,16 @@ def measures_lack_seeds(config: ml_collections.ConfigDict, measures: dict) -> bo
     return sorted(per_seed) != sorted(str(s) for s in config.findings.seeds)
 
 
+def measures_lack_second_targets(config: ml_collections.ConfigDict, measures: dict) -> bool:
+    """True when `measures` (measures.json's) hold other second targets' fits, or other seeds'
+    fits, than `findings.second_targets` x `findings.seeds`: the report stage then fits them
+    again from their runs."""
+    seeds = sorted(str(s) for s in config.findings.seeds)
+    recorded = measures.get("second_targets", {})
+    return (sorted(recorded) != sorted(config.findings.second_targets)
+            or any(sorted(per_seed) != seeds for per_seed in recorded.values()))
+
+
 def measures_lack_null(config: ml_collections.ConfigDict, measures: dict) -> bool:
     """True when `measures` (measures.json's) hold no Finding 3 null of
     `findings.perturbation_draws` draws on `perturbation_samples` probes (or hold one that is no
@@ -97,7 +108,7 @@ def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> No
     if unknown:
         raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
     check_run_inputs(config.base)
-    for task in (*findings_tasks(config), *config.targets.candidates):
+    for task in (*trained_tasks(config), *config.targets.candidates):
         get_task(task)
     if "targets" in stages and not config.targets.candidates:
         raise ValueError("config.targets.candidates: name the tasks the targets stage measures")
@@ -173,6 +184,8 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
                                                           model_config, tokenizer)
     if add_seeds:
         measures["seeds"] = seed_headlines(config, measures)
+    if measures is not None and (add_seeds or measures_lack_second_targets(config, measures)):
+        measures["second_targets"] = second_target_headlines(config)  # they read the seeds
         text = json.dumps(measures, indent=2)
         if jax.process_index() == 0:
             measures_path.write_text(text)

@@ -16,7 +16,12 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from headjax.app.reproduce.findings import finding2, finding3, task_specificity
+from headjax.app.reproduce.findings import (
+    combination_fit,
+    finding2,
+    finding3,
+    task_specificity,
+)
 from headjax.app.reproduce.findings_stage import load_findings
 from headjax.app.reproduce.statistics import mean_ci, seeds_for_half_width
 from headjax.app.reproduce.verdicts import verdict
@@ -58,22 +63,31 @@ def read_headlines(measures: dict) -> dict[str, dict]:
     """{name: {"value", "null_mean", "null_point"} (+ "probe_ci" where a bootstrap over probe
     samples exists)} from one seed's {"finding1", "finding2", "finding3"} measures."""
     f1, f2, f3 = (measures[f"finding{i}"] for i in (1, 2, 3))
-    s, basic = f1["summary"], f2["basic"]
-
-    def fixed(value, null):
-        return {"value": float(value), "null_mean": null, "null_point": null}
-
+    s = f1["summary"]
     return {
         "jaccard": {"value": s["jaccard_mean"], "null_mean": s["jaccard_shuffled_mean"],
                     "null_point": s["jaccard_shuffled_p05"]},
-        "top_k_share": {**fixed(s["top_k_share_mean"], s["uniform_top_k_share"]),
+        "top_k_share": {**_fixed(s["top_k_share_mean"], s["uniform_top_k_share"]),
                         "probe_ci": s["top_k_share_mean_ci"]},
-        "r2": {"value": basic["r2_ols"], "null_mean": basic["shuffled_r2_mean"],
-               "null_point": basic["shuffled_r2_p95"], "probe_ci": basic["r2_ols_ci"]},
-        "r2_held_out": fixed(f2["held_out"]["r2_held_out_half"], 0.0),
+        **fit_headlines(f2),
         "ratio": _ratio_headline(np.mean([r["ratio"] for r in f3.values()]),
                                  measures.get("finding3_null")),
     }
+
+
+def _fixed(value, null) -> dict:
+    return {"value": float(value), "null_mean": null, "null_point": null}
+
+
+def fit_headlines(fit: dict) -> dict[str, dict]:
+    """Finding 2's headlines ("r2", "r2_held_out") from a `combination_fit` (or `finding2`,
+    whose bootstrap interval over probes comes along)."""
+    basic = fit["basic"]
+    r2 = {"value": basic["r2_ols"], "null_mean": basic["shuffled_r2_mean"],
+          "null_point": basic["shuffled_r2_p95"]}
+    if "r2_ols_ci" in basic:
+        r2["probe_ci"] = basic["r2_ols_ci"]
+    return {"r2": r2, "r2_held_out": _fixed(fit["held_out"]["r2_held_out_half"], 0.0)}
 
 
 def _ratio_headline(value: float, null: dict | None) -> dict:
@@ -100,14 +114,25 @@ def seed_headlines(config: ml_collections.ConfigDict, measures: dict) -> dict[st
     return out
 
 
-def over_seeds(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
+def second_target_headlines(config: ml_collections.ConfigDict) -> dict[str, dict[str, dict]]:
+    """{target: {str(seed): `fit_headlines`}} for every `findings.second_targets` target and
+    `findings.seeds` seed: `combination_fit` of the target's dAP on the basic tasks' dAPs of the
+    same seed's runs."""
+    f = config.findings
+    return {target: {str(seed): fit_headlines(combination_fit(
+        config, load_findings(config, seed, (*f.basic, target)), target)) for seed in f.seeds}
+        for target in f.second_targets}
+
+
+def over_seeds(per_seed: dict[str, dict[str, dict]],
+               headlines: tuple[Headline, ...] = HEADLINES) -> dict[str, dict]:
     """{name: {"values" (seed order), "seeds", "mean", "std", "half" (95% t half-width; NaN with
     one seed), "null_mean", "null_point" (means over seeds), "verdict", "seeds_for_goal" (seeds
     that would bring the half-width to the headline's `goal_half` at this SD; None without a goal
-    or a spread)}} for every headline."""
+    or a spread)}} for every headline of `headlines` (each seed's entry holds at least those)."""
     seeds = sorted(per_seed, key=int)
     out = {}
-    for h in HEADLINES:
+    for h in headlines:
         rows = [per_seed[s][h.name] for s in seeds]
         values = [r["value"] for r in rows]
         mean, std, half = mean_ci(values)
