@@ -76,7 +76,7 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     # Second targets: each trained alone on every seed like the findings tasks (probed on itself
     # only) and its dAP fitted on the basic tasks' dAPs of the same seed, so Finding 2 is also
     # reported for a target other than `target` without a study of its own
-    # (`findings.second_target_fits`). Not in the grid, Finding 1 or Finding 3.
+    # (`seeds.second_target_headlines`). Not in the grid, Finding 1 or Finding 3.
     c.findings.second_targets = ()
 
     c.grid = ml_collections.ConfigDict()
