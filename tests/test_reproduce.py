@@ -18,6 +18,7 @@ from headjax.app.reproduce.grid import BASE_KEY, method_config, target_steps
 from headjax.app.reproduce.markdown import fewest_samples_md, improvement_md
 from headjax.app.reproduce.runner import check_inputs, reproduce
 from headjax.app.reproduce.statistics import cells
+from headjax.train.patterns import per_sample_key
 
 TASKS = {"r_target": sum, "r_sum": sum, "r_max": max, "r_min": lambda d: d[0]}
 SECOND_TARGET = "r_spread"  # max - min
@@ -94,14 +95,12 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatch):
     config = _config(model_dir, tmp_path)
-    config.findings.second_targets = (SECOND_TARGET,)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
     doc = reproduce(config)
     text = doc.read_text()
     assert "[reproduction_power.md](reproduction_power.md)" in text
-    # one per headline measure, and one per Finding 2 headline of the second target
-    assert text.count("1 seed: no interval over seeds") == 5 + 2
+    assert text.count("1 seed: no interval over seeds") == 5  # one per headline measure
     assert "mean loss increase in nats on 2 probe samples of the task" in text  # of 4 probes
     assert text.count(f"**Verdict on `{config.base.model.pretrained}`: undecided at this "
                       "power**") == 3
@@ -157,17 +156,25 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     monkeypatch.setattr("headjax.app.reproduce.runner.finding1", None)  # would fail if called
     reproduce(config, ("report",))
     assert json.loads(path.read_text()) == measures
-    # a seed added later: its runs, then its headlines beside seed 0's, nothing else measured
+    # a seed and a second target added later: their runs (the second target's base pattern
+    # scored and merged into the file), the new seed's headlines beside seed 0's and the second
+    # target's fits; nothing else measured
     monkeypatch.setattr("headjax.app.reproduce.runner.perturbation_null", None)
+    assert measures["second_targets"] == {}
+    base_file = tmp_path / "runs" / "findings" / "base_patterns.npz"
+    with np.load(base_file) as base:
+        base_before = {k: base[k] for k in base.files}
     config.findings.seeds = (0, 1)
+    config.findings.second_targets = (SECOND_TARGET,)
     text = reproduce(config, ("findings", "report")).read_text()
     added = json.loads(path.read_text())
     assert sorted(added["seeds"]) == ["0", "1"] and added["seeds"]["0"] == measures["seeds"]["0"]
     per_seed = ("seeds", "second_targets")
     assert {k: v for k, v in added.items() if k not in per_seed} == {
         k: v for k, v in measures.items() if k not in per_seed}
-    assert added["second_targets"][SECOND_TARGET]["0"] == (
-        measures["second_targets"][SECOND_TARGET]["0"])
+    with np.load(base_file) as base:
+        assert SECOND_TARGET in base.files and per_sample_key(SECOND_TARGET) in base.files
+        assert all(np.array_equal(base[k], v) for k, v in base_before.items())
     assert "Over SFT seeds 0, 1 " in text
     # the second target: trained alone per seed, probed on itself, fitted on the basic tasks
     runs = tmp_path / "runs" / "findings"
