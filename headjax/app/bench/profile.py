@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from headjax.app.bench.models import headjax_params, synthetic_batch
-from headjax.app.bench.sft import compiled_train_step, train_state
+from headjax.app.bench.sft import compiled_train_step, stepping, train_state
 from headjax.heads.scores import head_scores
 from headjax.model.config import ModelConfig
 from headjax.model.loss import loss
@@ -104,13 +104,7 @@ def compiled_program(config: ModelConfig, batch_size: int, seq: int, program: st
     if program == "sft":
         state = train_state(headjax_params(config))
         step, _ = compiled_train_step(config, state, batch)
-        holder = [state]
-
-        def run() -> None:
-            holder[0], metrics = step(holder[0], batch)
-            jax.block_until_ready(metrics)
-
-        return run, step.as_text()
+        return stepping(step, state, batch), step.as_text()
     functions = {"forward": lambda p, b: loss(p, b, config),
                  "pattern": lambda p, b: head_scores(p, b, config)}
     if program not in functions:

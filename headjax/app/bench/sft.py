@@ -52,6 +52,18 @@ def compiled_train_step(config: ModelConfig, state, batch: dict):
     return compiled, time.perf_counter() - start
 
 
+def stepping(compiled, state, batch: dict) -> Callable[[], None]:
+    """Run `compiled` (a train step that donates its state, `compiled_train_step`) once on
+    `batch` and wait for it, carrying the state from call to call, starting at `state`."""
+    holder = [state]
+
+    def run() -> None:
+        holder[0], metrics = compiled(holder[0], batch)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
 def train_state(params, seed: int = 0):
     """The trainer's initial state (AdamW at `LEARNING_RATE`) for `params`."""
     return create_state(params, make_optimizer(optax.constant_schedule(LEARNING_RATE)), seed=seed)
@@ -77,13 +89,7 @@ def sft_runner(framework: str, config: ModelConfig, batch_size: int, seq: int,
         del params
         batch = jax.tree.map(jnp.asarray, batch)
         compiled, compile_s = compiled_train_step(config, state, batch)
-        holder = [state]
-
-        def run() -> None:
-            holder[0], metrics = compiled(holder[0], batch)
-            jax.block_until_ready(metrics)
-
-        return run, compile_s
+        return stepping(compiled, state, batch), compile_s
     if framework.startswith("torch_"):
         import torch
 

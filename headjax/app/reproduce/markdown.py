@@ -43,6 +43,16 @@ def _interval(r: dict) -> str:
     return f" [{r['mean'] - r['half']:.3g}, {r['mean'] + r['half']:.3g}]"
 
 
+def _over_seeds_cells(h, r: dict) -> str:
+    """The table cells "per seed | mean over seeds [95% t-interval] | null: mean, 95% point |
+    verdict" of headline `h` from its `over_seeds` entry `r`."""
+    over = ("1 seed: no interval over seeds" if len(r["values"]) < 2 else
+            f"{r['mean']:.3g}{_interval(r)}")
+    return (f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
+            f"{r['null_mean']:.3g}, {r['null_point']:.3g} | "
+            f"{r['verdict'] if h.tested else 'reference only'}")
+
+
 def seeds_md(config, measures, finding: str) -> list[str]:
     """`finding`'s ("finding1", ...) headline measures over SFT seeds beside seed 0's bootstrap
     interval over probes and the null, and the finding's verdict line (`reproduce.seeds`,
@@ -60,13 +70,8 @@ def seeds_md(config, measures, finding: str) -> list[str]:
         probe = f"{first['value']:.3g}"
         if "probe_ci" in first:
             probe += " [{:.3g}, {:.3g}]".format(*first["probe_ci"])
-        over = ("1 seed: no interval over seeds" if len(seeds) < 2 else
-                f"{r['mean']:.3g}{_interval(r)}")
         label = h.label.replace("|", "\\|")  # a table cell
-        lines.append(f"| {label} | {h.side} | {probe} | "
-                     f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
-                     f"{r['null_mean']:.3g}, {r['null_point']:.3g} | "
-                     f"{r['verdict'] if h.tested else 'reference only'} |")
+        lines.append(f"| {label} | {h.side} | {probe} | {_over_seeds_cells(h, r)} |")
     for h in (h for h in HEADLINES if h.finding == finding and h.goal_half > 0):
         r = summary[h.name]
         if np.isfinite(r["std"]):
@@ -101,12 +106,7 @@ def second_targets_md(config, measures) -> list[str]:
     for target, per_seed in fits.items():
         summary = over_seeds(per_seed, headlines)
         for h in headlines:
-            r = summary[h.name]
-            over = ("1 seed: no interval over seeds" if len(r["values"]) < 2 else
-                    f"{r['mean']:.3g}{_interval(r)}")
-            lines.append(f"| {target} | {h.label} | "
-                         f"{', '.join(f'{v:.3g}' for v in r['values'])} | {over} | {h.null}: "
-                         f"{r['null_mean']:.3g}, {r['null_point']:.3g} | {r['verdict']} |")
+            lines.append(f"| {target} | {h.label} | {_over_seeds_cells(h, summary[h.name])} |")
     return lines + [""]
 
 

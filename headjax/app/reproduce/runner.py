@@ -165,7 +165,7 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
         measures = json.loads(measures_path.read_text())
         if "measures" not in stages:
             _check_current(config, measures, findings, measures_path)
-        elif "inputs" not in measures or measures_from_other_inputs(config, measures, findings):
+        elif measures.get("inputs") != measures_inputs(config, findings):  # or none recorded
             measures = None
     if {"measures", "report"} & set(stages) and measures is None:
         log.info("measures: Findings 1-3 on seed 0's runs")
