@@ -21,6 +21,7 @@ from headjax.model.presets import ARCHITECTURES
 from headjax.parallel.distributed import MODES
 from headjax.parallel.rules import DEFAULT_RULES
 from headjax.train.optimizer import OPTIMIZERS, SCHEDULES
+from headjax.train.rounding import ROUNDINGS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -76,6 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Memory knobs (the dry run shows what each saves).
     c.train.opt_state_dtype = "float32"  # AdamW first moment: float32 | bfloat16
     c.train.loss_chunk = 0  # positions per vocabulary projection; 0 = whole logits at once
+    # How the f32 weights become the bf16 compute copy (model.dtype="bfloat16") each step:
+    # nearest | stochastic (unbiased, so small updates are not lost; headjax.train.rounding).
+    c.train.rounding = "nearest"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
@@ -153,6 +157,7 @@ CHOICES = {
     "model.attention_impl": ATTENTION_IMPLS,
     "model.architecture": ("",) + tuple(ARCHITECTURES),
     "train.opt_state_dtype": ("float32", "bfloat16"),
+    "train.rounding": ROUNDINGS,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "distributed.mode": MODES,
@@ -213,6 +218,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if config.train.batch_size % config.train.grad_accum:
         raise ValueError(f"config.train.grad_accum: {config.train.grad_accum} does not divide "
                          f"train.batch_size={config.train.batch_size}")
+    if config.train.rounding == "stochastic" and (config.model.dtype, config.model.param_dtype) != (
+            "bfloat16", "float32"):
+        raise ValueError(f"config.train.rounding: 'stochastic' rounds float32 weights to a "
+                         f"bfloat16 compute copy; model.dtype={config.model.dtype!r}, "
+                         f"model.param_dtype={config.model.param_dtype!r}")
     _validate_guide(config)
     _validate_lora(config)
     _validate_select(config)

@@ -10,6 +10,8 @@ In a LoRA run (`state.params` a `headjax.lora.LoraParams`) the gradient is taken
 the adapters only, run unmerged inside the projections (y = x W + (alpha / r) (dropout(x) a) b,
 `LoraParams.unmerged`), so no weight-shaped gradient of the frozen base is formed; the dropout
 keys derive from the state's rng folded with the step and the micro-batch index.
+`rounding="stochastic"` (with bf16 compute) rounds the trainable f32 weights to their bf16 copy
+stochastically each step (`headjax.train.rounding`), keyed by the state's rng and the step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import optax
 from headjax.lora import trainable, with_trainable
 from headjax.model.config import ModelConfig
 from headjax.model.loss import batch_token_losses
+from headjax.train.rounding import ROUNDING_STREAM, ROUNDINGS, stochastic_view
 from headjax.train.state import TrainState
 
 StepFn = Callable[[TrainState, dict], tuple[TrainState, dict]]
@@ -98,19 +101,43 @@ def lora_to_model(state: TrainState) -> ToModel | None:
     return to_model
 
 
+def stochastic_to_model(state: TrainState, to_model: ToModel | None) -> ToModel:
+    """`to_model` that first rounds the trainable weights stochastically to bf16 values
+    (`headjax.train.rounding.stochastic_view`, gradient straight through), with one key per step
+    from `state.rng` (every micro-batch sees the same rounding), then applies `to_model`."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step),
+                             ROUNDING_STREAM)
+
+    def rounded(t, index):
+        view = stochastic_view(t, key)
+        return (view, None) if to_model is None else to_model(view, index)
+
+    return rounded
+
+
 def make_train_step(config: ModelConfig, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, *, grad_accum: int = 1,
-                    loss_chunk: int = 0) -> StepFn:
+                    loss_chunk: int = 0, rounding: str = "nearest") -> StepFn:
     """`step(state, batch) -> (state, metrics)`; metrics: loss, grad_norm, lr, tokens,
-    answer_tokens (f32 scalars). `lr` is the rate this step applied."""
+    answer_tokens (f32 scalars). `lr` is the rate this step applied. rounding: how the f32
+    weights become the bf16 compute copy (`ROUNDINGS`; "stochastic" needs `config.dtype`
+    bfloat16)."""
     if grad_accum < 1:
         raise ValueError(f"train.grad_accum: must be >= 1, got {grad_accum}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"train.rounding: {rounding!r} not in {ROUNDINGS}")
+    if rounding == "stochastic" and config.dtype != "bfloat16":
+        raise ValueError(f"train.rounding: 'stochastic' rounds to the bf16 compute copy; "
+                         f"model.dtype is {config.dtype!r}")
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         count = jnp.maximum(answer_token_count(batch), 1.0)
         train = trainable(state.params)
-        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum,
-                                                lora_to_model(state), loss_chunk)
+        to_model = lora_to_model(state)
+        if rounding == "stochastic":
+            to_model = stochastic_to_model(state, to_model)
+        loss_sum, grads = summed_loss_and_grads(train, batch, config, grad_accum, to_model,
+                                                loss_chunk)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, train)
         params = with_trainable(state.params, optax.apply_updates(train, updates))

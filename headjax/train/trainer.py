@@ -149,7 +149,7 @@ def train_setup(config: ml_collections.ConfigDict, model_config: ModelConfig, *,
     optimizer = make_optimizer(schedule, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
                                b1=t.b1, b2=t.b2, mask=mask, mu_dtype=mu_dtype)
     step = make_train_step(model_config, optimizer, schedule, grad_accum=t.grad_accum,
-                           loss_chunk=t.loss_chunk)
+                           loss_chunk=t.loss_chunk, rounding=t.rounding)
     return TrainSetup(mesh, rules, schedule, optimizer,
                       with_activation_sharding(step, mesh, rules))
 
