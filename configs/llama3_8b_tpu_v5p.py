@@ -26,6 +26,7 @@ def get_config():
     c.model.architecture = "llama3-8b"  # the shape --dry_run uses where the checkpoint is absent
     c.model.dtype = "bfloat16"
     c.model.param_dtype = "float32"
+    c.train.rounding = "stochastic"  # bf16 copy unbiased: small SFT updates are not lost
     c.model.remat = "full"
     c.model.attention_impl = "fused"
     c.data.tasks = ("basic_arithmetic", "leg_counting")

@@ -220,6 +220,10 @@ def test_plan_and_knobs_on_one_device(tiny):
     rows = {key: (state, peak) for key, _, state, peak in knob_savings(
         run, config, devices=jax.devices()[:1])}
     assert rows["as configured"][0] - rows["train.opt_state_dtype"][0] == 2 * n
+    run.model.dtype, run.train.rounding = "bfloat16", "stochastic"
+    switched = {key: value for key, value, _, _ in knob_savings(run, config,
+                                                                devices=jax.devices()[:1])}
+    assert switched["model.dtype"] == "float32"  # planned with rounding to nearest
     text = format_plan(result)
     assert "| train step |" in text and "replicated where a dimension does not divide: nothing" \
         in text

@@ -253,6 +253,8 @@ def knob_savings(config: ml_collections.ConfigDict, model_config: ModelConfig, *
         section, name = key.split(".")
         changed = config.copy_and_resolve_references()
         changed[section][name] = on if config[section][name] == off else off
+        if changed.model.dtype != "bfloat16":  # stochastic rounding is to a bf16 copy
+            changed.train.rounding = "nearest"
         rows.append((key, changed[section][name], *measure(changed)))
     return rows
 
