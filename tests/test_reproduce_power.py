@@ -8,6 +8,7 @@ resumed with another probe count.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -170,6 +171,10 @@ def test_cpu_hours_and_choice_by_hand():
                                grid_seeds=5, n_eval=200)
     assert findings == pytest.approx(931.2 / 3600)
     assert grid == pytest.approx(6080 / 3600)
+    # one second target: 2 x (32 x 2 + 4 x 1 x 16 x 0.1) + 16 x 0.1 = 2 x 70.4 + 1.6 = 142.4 s
+    second = dataclasses.replace(study, second_targets=1)
+    assert cpu_hours(costs, second, probes=16, steps=32, findings_seeds=2, grid_seeds=5,
+                     n_eval=200) == pytest.approx(((931.2 + 142.4) / 3600, 6080 / 3600))
     noise = [PatternNoise(steps=32, seed=1e-4, probe=1e-3, interaction=1e-3, signal=1e-2)]
     rows = design_table(noise, {32: (1e-4, 0.2)}, costs, study, probes=(16, 64),
                         findings_seeds=(1, 3), grid_seeds=(5, 40), n_evals=(200, 1000))

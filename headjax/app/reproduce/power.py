@@ -150,7 +150,8 @@ class Costs:
 class Study:
     """The study's fixed shape: findings tasks, probe recordings per findings run (besides the
     shared base), probe tasks per findings run, grid cells (methods x budgets) and their SFT
-    steps per seed, heads and basis tasks of the fit, and the R^2 assumed."""
+    steps per seed, heads and basis tasks of the fit, the R^2 assumed, and the second targets
+    (`findings.second_targets`: one more findings run per seed each, probed on itself only)."""
 
     findings_tasks: int
     probe_points: int
@@ -160,14 +161,22 @@ class Study:
     heads: int
     basis: int
     r2: float
+    second_targets: int = 0
 
 
 def cpu_hours(costs: Costs, study: Study, probes: int, steps: int, findings_seeds: int,
               grid_seeds: int, n_eval: int) -> tuple[float, float]:
     """(findings, grid) CPU hours of a design."""
     c, st = costs, study
-    per_run = steps * c.step_s + st.probe_points * st.probe_tasks * probes * c.probe_sample_s
-    findings = st.findings_tasks * (findings_seeds * per_run + probes * c.probe_sample_s)
+
+    def tasks_seconds(tasks: int, probe_tasks: int) -> float:
+        """Seconds of `tasks` findings tasks, each run per seed and probed on `probe_tasks`
+        tasks at every recording, plus its base pattern."""
+        per_run = steps * c.step_s + st.probe_points * probe_tasks * probes * c.probe_sample_s
+        return tasks * (findings_seeds * per_run + probes * c.probe_sample_s)
+
+    findings = (tasks_seconds(st.findings_tasks, st.probe_tasks)
+                + tasks_seconds(st.second_targets, 1))
     grid = grid_seeds * (st.grid_steps * c.step_s
                          + st.grid_cells * (n_eval * c.eval_example_s + probes * c.probe_sample_s))
     return findings / 3600, grid / 3600

@@ -50,7 +50,7 @@ def study_shape(config: ml_collections.ConfigDict, model_config, steps: int) -> 
                  probe_points=max(1, -(-steps // f.probe_every)), probe_tasks=2,
                  grid_cells=len(budgets) * len(methods), grid_steps=grid_steps + warm,
                  heads=model_config.num_layers * model_config.num_heads, basis=len(f.basic),
-                 r2=config.power.r2)
+                 r2=config.power.r2, second_targets=len(f.second_targets))
 
 
 def measured(config, rows: list[dict]) -> tuple[Costs, dict, list]:
