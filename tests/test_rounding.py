@@ -113,3 +113,31 @@ def test_stochastic_rounding_needs_bf16_compute_over_f32_weights(tiny):
     run.train.rounding = "random"
     with pytest.raises(ValueError, match=r"config\.train\.rounding: 'random' not in"):
         validate(run)
+
+
+def test_stochastic_rounding_in_a_lora_run_rounds_the_adapters_only(tiny):
+    """LoRA with bf16 compute and stochastic rounding: the rounded copy is of the adapters (the
+    trainable part); the frozen base stays bit for bit and the loss falls."""
+    from headjax.lora import LoraParams, init_adapters, lora_spec
+
+    config, base = tiny
+    bf16 = config.replace(dtype="bfloat16")
+    spec = lora_spec(4, 8.0, ("q", "v"))
+    params = LoraParams(base, init_adapters(jax.random.key(0), config, spec), spec)
+    schedule = optax.constant_schedule(3e-2)
+    optimizer = optax.adam(schedule)
+    step = jax.jit(make_train_step(bf16, optimizer, schedule, rounding="stochastic"))
+    state = create_state(params, optimizer, 0)
+    batch = {"tokens": jnp.asarray(np.random.default_rng(2).integers(0, 128, (4, 12)), jnp.int32),
+             "loss_mask": jnp.ones((4, 12), jnp.float32)}
+    view, _ = stochastic_to_model(state, None)(params.adapters, jnp.zeros((), jnp.int32))
+    for leaf in jax.tree.leaves(view):
+        np.testing.assert_array_equal(leaf, leaf.astype(jnp.bfloat16).astype(jnp.float32))
+    losses = []
+    for _ in range(4):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    for old, new in zip(jax.tree.leaves(base), jax.tree.leaves(state.params.base), strict=True):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+    assert differs(state.params.adapters, params.adapters)
+    assert losses[-1] < losses[0] - 0.05, losses
