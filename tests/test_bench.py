@@ -131,10 +131,13 @@ def test_accelerator_section_end_to_end_on_cpu():
     result = accelerator.accelerator_section(config, 2, 16, 2, tracking_steps=4, probe_seq=8,
                                              peak=peak,
                                              progress=lambda part, f: parts.append((part, f)))
+    stochastic = f"xla, {accelerator.STOCHASTIC}"
     assert parts == [("sft/xla", result["sft"]["xla"]), ("tracking", result["tracking"]),
-                     ("sft/fused", result["sft"]["fused"]), ("pattern", result["pattern"])]
+                     ("sft/fused", result["sft"]["fused"]),
+                     (f"sft/{stochastic}", result["sft"][stochastic]),
+                     ("pattern", result["pattern"])]
     assert result["device_kind"] and result["params"] == config.num_params()
-    assert set(result["sft"]) == set(accelerator.ATTENTION_IMPLS)
+    assert set(result["sft"]) == {*accelerator.ATTENTION_IMPLS, stochastic}
     tokens = 2 * 16
     for figures in result["sft"].values():
         assert "error" not in figures

@@ -3,7 +3,9 @@ cost there.
 
     sft:        the trainer's AdamW step (f32 master weights, `config.dtype` compute): seconds,
                 tokens/s, FLOPs per step and utilisation of the chip's peak bf16 rate, once per
-                attention implementation ("xla" einsum, "fused" `jax.nn.dot_product_attention`).
+                attention implementation ("xla" einsum, "fused" `jax.nn.dot_product_attention`),
+                and with bf16 compute once more with the master weights rounded stochastically
+                (`train.rounding="stochastic"`, `config.attention_impl`).
     pattern:    `headjax.heads.head_scores` (forward + gate-only backward) as a multiple of the
                 loss forward on the same batch.
     tracking:   `headjax.train.loop.run_loop` for N steps without probes and with probes at the
@@ -44,6 +46,7 @@ LLAMA_1B = ModelConfig(vocab_size=128256, d_model=2048, num_layers=16, num_heads
                        norm_eps=1e-5, tie_embeddings=True, max_position_embeddings=131072,
                        dtype="bfloat16", param_dtype="float32", scan_layers=False)
 ATTENTION_IMPLS = ("xla", "fused")
+STOCHASTIC = "stochastic rounding"  # the bf16 step again with `train.rounding="stochastic"`
 
 
 class Prepared(NamedTuple):
@@ -55,11 +58,13 @@ class Prepared(NamedTuple):
     compile_s: float
 
 
-def prepare_sft(config: ModelConfig, batch_size: int, seq: int) -> Prepared:
-    """Random weights, AdamW state and batch for `config`, and the step compiled for them."""
+def prepare_sft(config: ModelConfig, batch_size: int, seq: int, rounding: str = "nearest"
+                ) -> Prepared:
+    """Random weights, AdamW state and batch for `config`, and the step (with `rounding` of the
+    bf16 compute copy) compiled for them."""
     state = train_state(headjax_params(config))
     batch = jax.tree.map(jnp.asarray, synthetic_batch(config, batch_size, seq))
-    step, compile_s = compiled_train_step(config, state, batch)
+    step, compile_s = compiled_train_step(config, state, batch, rounding)
     return Prepared(state, batch, step, compile_s)
 
 
@@ -153,17 +158,21 @@ def accelerator_section(config: ModelConfig, batch_size: int, seq: int, repeats:
     device = jax.devices()[0]
     peak = peak if peak is not None else peak_flops(device.device_kind)
     sft, tracking = {}, None
-    for impl in ATTENTION_IMPLS:  # one model state on the device at a time
+    variants = [(impl, impl, "nearest") for impl in ATTENTION_IMPLS]
+    if config.dtype == "bfloat16":
+        variants.append((f"{config.attention_impl}, {STOCHASTIC}", config.attention_impl,
+                         "stochastic"))
+    for name, impl, rounding in variants:  # one model state on the device at a time
         impl_config = config.replace(attention_impl=impl)
         try:
-            sft[impl], prepared = sft_figures(
-                impl_config, prepare_sft(impl_config, batch_size, seq), repeats, peak)
+            sft[name], prepared = sft_figures(
+                impl_config, prepare_sft(impl_config, batch_size, seq, rounding), repeats, peak)
         except Exception as error:  # noqa: BLE001 - one failing kernel must not lose the run
-            sft[impl] = {"attention_impl": impl, "error": f"{type(error).__name__}: {error}"}
-            progress(f"sft/{impl}", sft[impl])
+            sft[name] = {"attention_impl": impl, "error": f"{type(error).__name__}: {error}"}
+            progress(f"sft/{name}", sft[name])
             continue
-        progress(f"sft/{impl}", sft[impl])
-        if impl == config.attention_impl:
+        progress(f"sft/{name}", sft[name])
+        if name == config.attention_impl:
             tracking = tracking_figures(impl_config, prepared, tracking_steps, probe_seq)
             progress("tracking", tracking)
         del prepared

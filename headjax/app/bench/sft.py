@@ -42,11 +42,11 @@ def torch_labels(batch: dict):
     return tokens, labels
 
 
-def compiled_train_step(config: ModelConfig, state, batch: dict):
+def compiled_train_step(config: ModelConfig, state, batch: dict, rounding: str = "nearest"):
     """(the trainer's step jitted with the state donated and compiled for `state`/`batch`,
-    compile seconds)."""
+    compile seconds). rounding: `train.rounding` of the bf16 compute copy."""
     schedule = optax.constant_schedule(LEARNING_RATE)
-    step = make_train_step(config, make_optimizer(schedule), schedule)
+    step = make_train_step(config, make_optimizer(schedule), schedule, rounding=rounding)
     start = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
     return compiled, time.perf_counter() - start
