@@ -2,8 +2,8 @@
 
 With `model.dtype = "bfloat16"` each step casts the f32 master weights to bf16 for the matrix
 products. Rounded to nearest, a weight's bf16 copy moves only once the f32 copy has drifted half
-a bf16 spacing (2^-8 of its magnitude): at SFT's learning rates an AdamW update (about the
-learning rate) is far below that, so for weights that start on the bf16 grid, as published bf16
+a bf16 spacing (2^-9 to 2^-8 of its magnitude): at SFT's learning rates an AdamW update (about
+the learning rate) is far below that, so for weights that start on the bf16 grid, as published bf16
 checkpoints do, the compute copy lags the master weights by several steps (docs/scaling.md,
 "bf16 compute"). Stochastic rounding rounds up with probability equal to the distance from the
 lower neighbour in units of the spacing, so the copy equals the master weights in expectation
