@@ -220,10 +220,22 @@ def test_plan_and_knobs_on_one_device(tiny):
     rows = {key: (state, peak) for key, _, state, peak in knob_savings(
         run, config, devices=jax.devices()[:1])}
     assert rows["as configured"][0] - rows["train.opt_state_dtype"][0] == 2 * n
-    run.model.dtype, run.train.rounding = "bfloat16", "stochastic"
-    switched = {key: value for key, value, _, _ in knob_savings(run, config,
-                                                                devices=jax.devices()[:1])}
-    assert switched["model.dtype"] == "float32"  # planned with rounding to nearest
     text = format_plan(result)
     assert "| train step |" in text and "replicated where a dimension does not divide: nothing" \
         in text
+
+
+def test_knobs_of_a_stochastic_bf16_run_switch_to_float32_with_nearest_rounding():
+    from headjax.app.dry_run import switched_knobs
+    from headjax.train import default_config
+    from headjax.train.config import validate
+
+    run = default_config()
+    run.model.dtype, run.train.rounding = "bfloat16", "stochastic"
+    switched = {key: (value, changed) for key, value, changed in switched_knobs(run)}
+    value, changed = switched["model.dtype"]
+    assert value == "float32" and changed.train.rounding == "nearest"
+    for _, changed in switched.values():
+        validate(changed)
+    assert switched["model.remat"][1].train.rounding == "stochastic"
+    assert run.model.dtype == "bfloat16"  # the run's own config is left as it was

@@ -164,12 +164,14 @@ def test_bfloat16_sft_lag_is_the_bf16_view_of_the_weights(smollm2):
 
 
 def test_bfloat16_sft_with_stochastic_rounding_stays_within_two_percent_of_float32(smollm2):
-    """20 SFT steps (20 distinct batches of 4 basic_arithmetic training samples, AdamW at a
+    """20 SFT steps (20 distinct batches of 2 basic_arithmetic training samples, AdamW at a
     constant 1e-5, grad clip 1, from the bf16-rounded weights): bf16 compute with stochastic
-    rounding of the master weights (`train.rounding="stochastic"`) keeps every step's loss and
-    the held-out loss after the run within 2% of float32's (measured: at most 1.2% per step,
-    0.2% held out; nearest rounding trails by up to 84% per step and 18% held out,
-    docs/scaling.md)."""
+    rounding of the master weights (`train.rounding="stochastic"`) keeps the steps' losses
+    within 2% of float32's on average and 5% at every step, and the held-out loss after the run
+    within 2% (measured 2026-11-28: 0.8% on average, 1.9% at most, 0.16% held out; rounding to
+    nearest: 26%, 69% and 1.4%). Small numerical differences (another CPU, another program for
+    the same loss) move single steps by about 2%, hence the per-step bound; docs/scaling.md has
+    the batch-4 runs at two learning rates."""
     import jax
     import optax
 
@@ -182,7 +184,7 @@ def test_bfloat16_sft_with_stochastic_rounding_stays_within_two_percent_of_float
     params, config, tokenizer, _, _ = smollm2
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32), params)
     batches = [jax.tree.map(jnp.asarray, model_inputs(b)) for b in probe_batches(
-        "basic_arithmetic", tokenizer, num_samples=80, batch_size=4, max_len=96, split="train")]
+        "basic_arithmetic", tokenizer, num_samples=40, batch_size=2, max_len=96, split="train")]
     held_out = model_inputs(probe_batches("basic_arithmetic", tokenizer, num_samples=16,
                                           batch_size=16, max_len=96)[0])
     assert len(batches) == 20
@@ -200,5 +202,6 @@ def test_bfloat16_sft_with_stochastic_rounding_stays_within_two_percent_of_float
         runs[name] = np.asarray(losses), float(f32_loss(state.params, held_out))
     (f32_steps, f32_held), (bf16_steps, bf16_held) = runs["f32"], runs["bf16"]
     assert f32_steps[-1] < 0.8 * f32_steps[0]  # the run learns
-    np.testing.assert_allclose(bf16_steps, f32_steps, rtol=2e-2)
+    gaps = np.abs(bf16_steps / f32_steps - 1)
+    assert gaps.mean() <= 2e-2 and gaps.max() <= 5e-2, gaps
     assert abs(bf16_held - f32_held) <= 2e-2 * f32_held, (bf16_held, f32_held)

@@ -249,14 +249,25 @@ def knob_savings(config: ml_collections.ConfigDict, model_config: ModelConfig, *
         return _per_device_bytes(state, state_sh), train.peak_bytes
 
     rows = [("as configured", "", *measure(config))]
+    for key, value, changed in switched_knobs(config):
+        rows.append((key, value, *measure(changed)))
+    return rows
+
+
+def switched_knobs(config: ml_collections.ConfigDict
+                   ) -> list[tuple[str, Any, ml_collections.ConfigDict]]:
+    """(dotted key, its new value, a copy of `config` with that one knob of `KNOBS` switched)
+    per knob. Switching to float32 compute also sets `train.rounding` to nearest (stochastic
+    rounding is to a bf16 copy)."""
+    out = []
     for key, (off, on) in KNOBS:
         section, name = key.split(".")
         changed = config.copy_and_resolve_references()
         changed[section][name] = on if config[section][name] == off else off
-        if changed.model.dtype != "bfloat16":  # stochastic rounding is to a bf16 copy
+        if changed.model.dtype != "bfloat16":
             changed.train.rounding = "nearest"
-        rows.append((key, changed[section][name], *measure(changed)))
-    return rows
+        out.append((key, changed[section][name], changed))
+    return out
 
 
 def _gib(n: float) -> str:
