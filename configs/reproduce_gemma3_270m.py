@@ -27,6 +27,7 @@ from headjax.app.reproduce.config import default_reproduce_config
 def get_config():
     c = default_reproduce_config()
     c.out_dir = "runs/reproduce_gemma3_270m"
+    c.record_dir = "results/reproduce_gemma3_270m"  # kept in the repository
     c.doc = "docs/reproduction_gemma3_270m.md"
     c.notes = "docs/reproduction_gemma3_270m_notes.md"
     c.compare_configs = ("configs/reproduce_smollm2.py",)  # its verdicts beside this model's

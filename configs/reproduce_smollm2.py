@@ -5,7 +5,8 @@ targets stage (docs/reproduction_power.md: of the candidates it is the one SFT m
 gsm_symbolic, the 2026-11-25 run's target, stays the second target (`findings.second_targets`:
 trained alone on every seed and fitted on the same basic tasks, Finding 2 only); a full study
 with it as the target: `--config.findings.target=gsm_symbolic
---config.findings.second_targets=() --config.out_dir=runs/reproduce_smollm2_gsm`.
+--config.findings.second_targets=() --config.out_dir=runs/reproduce_smollm2_gsm
+--config.record_dir=results/reproduce_smollm2_gsm` (a variant keeps its own folders).
 
   python scripts/reproduce.py --config configs/reproduce_smollm2.py --stages targets,pilot,power \
       --config.findings.probe_samples=16    # the pilot as run (16 probes), and the design
@@ -23,6 +24,7 @@ from headjax.app.reproduce.config import default_reproduce_config
 def get_config():
     c = default_reproduce_config()
     c.out_dir = "runs/reproduce_smollm2"
+    c.record_dir = "results/reproduce_smollm2"  # kept in the repository
     c.doc = "docs/reproduction.md"
     c.notes = "docs/reproduction_notes.md"
     c.compare_configs = ("configs/reproduce_gemma3_270m.py",)  # its verdicts beside this model's

@@ -8,6 +8,7 @@ report asked of measures taken on other settings.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,6 +96,7 @@ def test_grid_cells_configure_the_guide_options(model_dir, tmp_path):
 
 def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatch):
     config = _config(model_dir, tmp_path)
+    config.record_dir = str(tmp_path / "record")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
     doc = reproduce(config)
@@ -191,6 +193,12 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
         assert 0 <= fit["r2"]["null_mean"] <= 1 and "value" in fit["r2_held_out"]
     assert f"| {SECOND_TARGET} | R^2 (OLS) of the target's dAP" in text
     assert "Second target: each trained alone on the same seeds" in text
+    # a fresh machine: the record alone gives the study back, runs and measures as they were
+    # (nothing is measured again: finding1 and the null would fail if called)
+    assert (tmp_path / "record" / "findings" / "s1" / f"{SECOND_TARGET}.npz").exists()
+    shutil.move(tmp_path / "runs", tmp_path / "old_runs")
+    assert reproduce(config, ("report",)).read_text() == text
+    assert json.loads(path.read_text()) == added
     # the measures stage keeps measures of the same inputs (finding1 would fail if called) ...
     reproduce(config, ("measures",))
     assert json.loads(path.read_text()) == added

@@ -30,6 +30,10 @@ def default_reproduce_config() -> ml_collections.ConfigDict:
     `default_config()`."""
     c = ml_collections.ConfigDict()
     c.out_dir = "runs/reproduce"  # run directories, findings arrays, results.jsonl
+    # The study's record (`reproduce.record`): out_dir's small result files (measures, grid rows,
+    # findings arrays), kept here under version control so the study outlives the machine; put
+    # back into out_dir before each call, which resumes from them ("" = no record).
+    c.record_dir = ""
     c.doc = "docs/reproduction.md"  # the report; figures go to <doc without .md>/
     c.notes = ""  # a hand-written markdown file appended to the report ("" = none)
     # other models' reproduction configs (paths), whose verdicts the report sets beside this

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
+from headjax.app.reproduce import record
 from headjax.app.reproduce.config import findings_tasks, trained_tasks, validate_reproduce
 from headjax.app.reproduce.findings import (
     finding1,
@@ -104,6 +105,7 @@ def check_inputs(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> No
     from headjax.data import get_task
 
     validate_reproduce(config)
+    record.check(config)
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(f"--stages: unknown {unknown}; known {STAGES}")
@@ -135,11 +137,24 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     when measures.json records the same `measures_inputs`), "grid"
     (the improvements), "pilot" (short SFT on the target over seeds -> pilot.jsonl), "power"
     (the design search -> `<doc>_power.md`, also written after "targets")
-    and "report" (docs, from measures.json and results.jsonl). Returns the report's path when
+    and "report" (docs, from measures.json and results.jsonl). With `config.record_dir`, the
+    record's files are put back into `out_dir` first and `out_dir`'s saved into it at the end,
+    whether the stages finished or not (`reproduce.record`). Returns the report's path when
     "report" ran."""
+    check_inputs(config, stages)
+    restored = record.restore(config)
+    if restored:
+        log.info("record: %d files from %s", len(restored), config.record_dir)
+    try:
+        return _run_stages(config, stages)
+    finally:
+        if config.record_dir and jax.process_index() == 0:
+            log.info("record: %d files into %s", len(record.save(config)), config.record_dir)
+
+
+def _run_stages(config: ml_collections.ConfigDict, stages) -> Path | None:
     from headjax.io.pretrained import load_pretrained
 
-    check_inputs(config, stages)
     d = config.base.distributed
     maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_pretrained(config.base.model.pretrained,
