@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers_tasks import digit_task
 
+from headjax.app.reproduce import record
 from headjax.app.reproduce.config import default_reproduce_config, validate_reproduce
 from headjax.app.reproduce.grid import BASE_KEY, method_config, target_steps
 from headjax.app.reproduce.markdown import fewest_samples_md, improvement_md
@@ -99,7 +100,18 @@ def test_reproduce_writes_the_report_and_resumes(model_dir, tmp_path, monkeypatc
     config.record_dir = str(tmp_path / "record")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reproduction_power.md").write_text("# design\n")  # the report links it
+    saves, save = [], record.save
+
+    def counted_save(c):
+        written = save(c)
+        saves.append(len(written))
+        return written
+
+    monkeypatch.setattr("headjax.app.reproduce.record.save", counted_save)
     doc = reproduce(config)
+    # the record is saved after the base patterns, each findings run, each grid row and at the
+    # end: 1 + 4 tasks + (the base model + 2 seeds x 6 methods) + 1
+    assert len(saves) == 1 + 4 + 13 + 1 and all(saves[:-1])  # each wrote its new files
     text = doc.read_text()
     assert "[reproduction_power.md](reproduction_power.md)" in text
     assert text.count("1 seed: no interval over seeds") == 5  # one per headline measure

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -119,16 +120,19 @@ def seed_step_zero(run: ml_collections.ConfigDict, base: Path) -> None:
     save_npz_atomically(step_zero, arrays)
 
 
-def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer) -> None:
+def run_findings(config: ml_collections.ConfigDict, base_params, model_config, tokenizer,
+                 after_run: Callable[[], None] = lambda: None) -> None:
     """Train and probe every (findings task, `findings.seeds` seed) not already saved (resumable
-    per task and seed and, inside a run, from its checkpoints). `base_params`: host (numpy)
-    arrays."""
+    per task and seed and, inside a run, from its checkpoints), calling `after_run` after each
+    run saved (and after the base patterns). `base_params`: host (numpy) arrays."""
     base = base_patterns(config, base_params, model_config, tokenizer)
+    after_run()
     for seed in config.findings.seeds:
         for task in trained_tasks(config):
             path = findings_path(config, task, seed)
             if not path.exists():
                 findings_run(config, base_params, model_config, tokenizer, task, seed, base)
+                after_run()
 
 
 def findings_run(config, base_params, model_config, tokenizer, task: str, seed: int,

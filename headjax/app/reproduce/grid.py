@@ -40,6 +40,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -187,9 +188,11 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def run_grid(config: ml_collections.ConfigDict, base_params, model_config, tokenizer,
-             base_pattern: np.ndarray, goal_pattern: np.ndarray, dap_path: Path) -> dict:
+             base_pattern: np.ndarray, goal_pattern: np.ndarray, dap_path: Path,
+             after_run: Callable[[], None] = lambda: None) -> dict:
     """Evaluate the base model once and run every missing grid cell, seed by seed (so a cut-short
-    grid holds whole seeds); returns all results."""
+    grid holds whole seeds), calling `after_run` after each row appended; returns all
+    results."""
     path = Path(config.out_dir) / "results.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
@@ -206,6 +209,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
         done[BASE_KEY] = {"key": BASE_KEY, "budget": 0, "method": "base", "seed": -1,
                           **evaluate(params=base_params), "trainable_parameters": 0, "steps": 0}
         append_row(path, done[BASE_KEY])
+        after_run()
     train_phase = train_phase_fn(model_config, tokenizer, lambda c: None)
     for seed in config.grid.seeds:
         for budget in config.grid.budgets:
@@ -225,6 +229,7 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                     done[key] = {"key": key, "budget": budget, "method": method, "seed": seed,
                                  "error": str(err)}
                     append_row(path, done[key])
+                    after_run()
                     continue
                 row = {"key": key, "budget": budget, "method": method, "seed": seed,
                        "steps": run.train.steps, "lr": run.train.lr,
@@ -236,5 +241,6 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                        "wall_s": time.perf_counter() - started, "machine": running_on()}
                 append_row(path, row)
                 done[key] = row
+                after_run()
                 shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
     return done

@@ -90,7 +90,9 @@ def write_reproduction(config: ml_collections.ConfigDict, measures: dict, result
         "# Reproduction on SmolLM2-135M-Instruct" if "smollm2" in b.model.pretrained
         else f"# Reproduction on {b.model.pretrained}", "",
         f"Written by `python scripts/reproduce.py` on {datetime.date.today().isoformat()} "
-        f"from `{config.out_dir}`. Model: `{b.model.pretrained}` ({model_config.num_layers} "
+        f"from `{config.out_dir}`"
+        + (f" (its record: `{config.record_dir}`)" if config.record_dir else "")
+        + f". Model: `{b.model.pretrained}` ({model_config.num_layers} "
         f"layers x {model_config.num_heads} heads), {b.model.dtype}.", "",
         "## Scale", "",
         f"- Findings: SFT on each of {', '.join(trained_tasks(config))} alone, seeds "

@@ -3,6 +3,7 @@ target choice ("targets"), the pilot seeds ("pilot") and the design search ("pow
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -138,25 +139,31 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     (the improvements), "pilot" (short SFT on the target over seeds -> pilot.jsonl), "power"
     (the design search -> `<doc>_power.md`, also written after "targets")
     and "report" (docs, from measures.json and results.jsonl). With `config.record_dir`, the
-    record's files are put back into `out_dir` first and `out_dir`'s saved into it at the end,
-    whether the stages finished or not (`reproduce.record`). Returns the report's path when
+    record's files are put back into `out_dir` first and `out_dir`'s saved into it after every
+    findings run and grid row and at the end, whether the stages finished or not
+    (`reproduce.record`). Returns the report's path when
     "report" ran."""
     check_inputs(config, stages)
+    d = config.base.distributed  # before anything asks JAX for its process index
+    maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     restored = record.restore(config)
     if restored:
         log.info("record: %d files from %s", len(restored), config.record_dir)
     try:
         return _run_stages(config, stages)
     finally:
-        if config.record_dir and jax.process_index() == 0:
-            log.info("record: %d files into %s", len(record.save(config)), config.record_dir)
+        save_record(config)
+
+
+def save_record(config: ml_collections.ConfigDict) -> None:
+    """`record.save` on the first process when the study keeps a record."""
+    if config.record_dir and jax.process_index() == 0:
+        log.info("record: %d files into %s", len(record.save(config)), config.record_dir)
 
 
 def _run_stages(config: ml_collections.ConfigDict, stages) -> Path | None:
     from headjax.io.pretrained import load_pretrained
 
-    d = config.base.distributed
-    maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     params, model_config, tokenizer = load_pretrained(config.base.model.pretrained,
                                                       dtype=config.base.model.param_dtype)
     base_params = jax.device_get(params)
@@ -170,7 +177,8 @@ def _run_stages(config: ml_collections.ConfigDict, stages) -> Path | None:
     if not {"findings", "measures", "grid", "report"} & set(stages):
         return None
     if "findings" in stages:
-        run_findings(config, base_params, model_config, tokenizer)
+        run_findings(config, base_params, model_config, tokenizer,
+                     after_run=functools.partial(save_record, config))
     findings = load_findings(config)
     dap_path = write_dap(config, findings)
     target = findings[config.findings.target][config.findings.target]
@@ -206,7 +214,8 @@ def _run_stages(config: ml_collections.ConfigDict, stages) -> Path | None:
             measures_path.write_text(text)
         measures = json.loads(text)  # the report reads the measures as written (JSON types)
     if "grid" in stages:
-        run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path)
+        run_grid(config, base_params, model_config, tokenizer, target[0], target[-1], dap_path,
+                 after_run=functools.partial(save_record, config))
     if "report" not in stages or jax.process_index() != 0:
         return None
     from headjax.app.reproduce.report import write_reproduction
