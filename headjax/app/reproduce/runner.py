@@ -141,8 +141,7 @@ def reproduce(config: ml_collections.ConfigDict, stages=DEFAULT_STAGES) -> Path 
     and "report" (docs, from measures.json and results.jsonl). With `config.record_dir`, the
     record's files are put back into `out_dir` first and `out_dir`'s saved into it after every
     findings run and grid row and at the end, whether the stages finished or not
-    (`reproduce.record`). Returns the report's path when
-    "report" ran."""
+    (`reproduce.record`). Returns the report's path when "report" ran."""
     check_inputs(config, stages)
     d = config.base.distributed  # before anything asks JAX for its process index
     maybe_initialize(d.mode, d.coordinator_address, d.num_processes, d.process_id)
