@@ -36,6 +36,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from headjax.app.reproduce.grid import load_results
 from headjax.train.patterns import (
     PER_SAMPLE,
     load_arrays,
@@ -66,17 +67,6 @@ def recorded_paths(root: Path) -> list[Path]:
             if path.is_file() and rel.name not in _NOT_RECORDED and rel not in found:
                 found.append(rel)
     return found
-
-
-def _rows(path: Path) -> dict[str, str]:
-    """{key: row line} of a .jsonl file (a torn last line, from a kill, is left out)."""
-    rows = {}
-    for line in path.read_text().splitlines():
-        try:
-            rows[json.loads(line)["key"]] = line
-        except (json.JSONDecodeError, KeyError):
-            continue
-    return rows
 
 
 def _is_base_copy(key: str, array: np.ndarray, base: dict[str, np.ndarray]) -> bool:
@@ -123,9 +113,9 @@ def _check_arrays(local: Path, kept: Path, kept_arrays: dict) -> None:
 
 
 def _check_rows(local: Path, kept: Path) -> None:
-    local_rows = _rows(local)
-    for key, line in _rows(kept).items():
-        if key in local_rows and json.loads(local_rows[key]) != json.loads(line):
+    local_rows = load_results(local)
+    for key, row in load_results(kept).items():
+        if key in local_rows and local_rows[key] != row:
             raise _conflict(local, kept, f"row {key}")
 
 
@@ -207,11 +197,11 @@ def _merge(source: Path, dest: Path, convert, replace: bool) -> bool:
         save_npz_atomically(dest, arrays)
         return True
     if source.name in _ROWS:  # finished rows only: a torn last line (a kill's) is left out
-        kept = _rows(dest) if dest.exists() else {}
-        added = [line for key, line in _rows(source).items() if key not in kept]
+        kept = load_results(dest)
+        added = [row for key, row in load_results(source).items() if key not in kept]
         if dest.exists() and not added:
             return False
-        text = "".join(line + "\n" for line in (*kept.values(), *added))
+        text = "".join(json.dumps(row) + "\n" for row in (*kept.values(), *added))  # append_row's
     else:
         text = source.read_text()
         if dest.exists() and (not replace or dest.read_text() == text):
