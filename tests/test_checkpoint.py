@@ -53,7 +53,7 @@ def _steps_on_disk(run_dir: Path) -> list[int]:
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     reference = _loop(uninterrupted, 0.0)
-    victim = _loop(killed, 0.4)
+    victim = _loop(killed, 1.0)  # 7 s from step 3 to the end: the kill lands mid-run, loaded or not
     deadline = time.time() + 150
     while not any(step >= 3 for step in _steps_on_disk(killed)):
         assert victim.poll() is None, victim.communicate()[0].decode()[-3000:]
