@@ -205,11 +205,15 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
     evaluate = functools.partial(evaluate_target, config, model_config=model_config,
                                  tokenizer=tokenizer, base_pattern=base_pattern,
                                  goal_pattern=goal_pattern)
-    if BASE_KEY not in done:
-        done[BASE_KEY] = {"key": BASE_KEY, "budget": 0, "method": "base", "seed": -1,
-                          **evaluate(params=base_params), "trainable_parameters": 0, "steps": 0}
-        append_row(path, done[BASE_KEY])
+
+    def keep(row: dict) -> None:
+        done[row["key"]] = row
+        append_row(path, row)
         after_run()
+
+    if BASE_KEY not in done:
+        keep({"key": BASE_KEY, "budget": 0, "method": "base", "seed": -1,
+              **evaluate(params=base_params), "trainable_parameters": 0, "steps": 0})
     train_phase = train_phase_fn(model_config, tokenizer, lambda c: None)
     for seed in config.grid.seeds:
         for budget in config.grid.budgets:
@@ -226,21 +230,16 @@ def run_grid(config: ml_collections.ConfigDict, base_params, model_config, token
                                                train_phase)
                 except NoPatternFitError as err:  # a result, not a crash: no mixture exists
                     log.warning("grid: %s: %s", key, err)
-                    done[key] = {"key": key, "budget": budget, "method": method, "seed": seed,
-                                 "error": str(err)}
-                    append_row(path, done[key])
-                    after_run()
+                    keep({"key": key, "budget": budget, "method": method, "seed": seed,
+                          "error": str(err)})
                     continue
-                row = {"key": key, "budget": budget, "method": method, "seed": seed,
-                       "steps": run.train.steps, "lr": run.train.lr,
-                       **evaluate(params=model_params(state.params)),
-                       "trainable_parameters": record["trainable_parameters"],
-                       "total_parameters": record["total_parameters"],
-                       "mixture": record.get("weights"), "counts": record.get("counts"),
-                       "selected": record.get("selected_per_task"),
-                       "wall_s": time.perf_counter() - started, "machine": running_on()}
-                append_row(path, row)
-                done[key] = row
-                after_run()
+                keep({"key": key, "budget": budget, "method": method, "seed": seed,
+                      "steps": run.train.steps, "lr": run.train.lr,
+                      **evaluate(params=model_params(state.params)),
+                      "trainable_parameters": record["trainable_parameters"],
+                      "total_parameters": record["total_parameters"],
+                      "mixture": record.get("weights"), "counts": record.get("counts"),
+                      "selected": record.get("selected_per_task"),
+                      "wall_s": time.perf_counter() - started, "machine": running_on()})
                 shutil.rmtree(Path(run.run_dir) / "checkpoints", ignore_errors=True)
     return done
